@@ -1,0 +1,43 @@
+"""Command line: `python3 -m gdb_mptrack COMMAND`.
+
+Works without gdb.  `gen-layout` writes the layout table of the installed
+DPDK headers (for shipping with the package or for a workstation that reads
+cores of that release); `gdbinit` prints the path to source in gdb.
+"""
+
+import argparse
+import os
+import sys
+
+from .layout import LayoutError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m gdb_mptrack",
+                                     description="gdb-mptrack: DPDK mempool debugging from gdb. "
+                                                 "In gdb: source the path printed by 'gdbinit', then 'help mptrack'.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("gdbinit", help="print the path of gdbinit.py to source in gdb")
+    gen = sub.add_parser("gen-layout", help="write the layout table of the installed DPDK headers")
+    gen.add_argument("--output", metavar="FILE", help="default: gdb_mptrack/layouts/dpdk-VERSION.json")
+    args = parser.parse_args(argv)
+    if args.command == "gdbinit":
+        print(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gdbinit.py"))
+    elif args.command == "gen-layout":
+        from .layout_gen import layout_from_installed_headers
+        from .layouts import table_path
+        try:
+            layout = layout_from_installed_headers()
+        except LayoutError as e:
+            sys.exit("gdb_mptrack: %s" % e)
+        path = args.output or table_path(layout.version)
+        with open(path, "w") as f:
+            f.write(layout.to_json() + "\n")
+        print("wrote %s (DPDK %s)" % (path, layout.version))
+    else:
+        parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
