@@ -15,6 +15,8 @@ OBJECT_LINE = re.compile(
 WHERE = re.compile(r"ring|stack|lcore (\d+) cache")
 MBUF_FIELDS = ["refcnt", "port", "nb_segs", "pkt_len", "data_len", "ol_flags", "next"]
 HEX = re.compile(r"0x[0-9a-f]+")
+POOLS = ["cached", "nocache", "stack", "rts", "hts", "mpsc", "spmc", "mbufs"]
+per_pool = pytest.mark.parametrize("name", POOLS)
 
 
 def addrs(rows):
@@ -40,70 +42,84 @@ def test_pools_table_names_every_pool(scenario):
         assert re.search(rf"\b{name}\b", table), f"{name} missing from:\n{table}"
 
 
-def test_pools_json_matches_truth(scenario):
-    pools = scenario.pools()
-    assert set(pools) == set(scenario.truth["pools"])
-    for name, truth in scenario.truth["pools"].items():
-        got = pools[name]
-        assert HEX.fullmatch(got["addr"]), got["addr"]
-        expect = {k: truth[k] for k in ("ops", "size", "elt_size", "cache_size", "in_use",
-                                         "avail", "pktmbuf")}
-        expect["addr"] = int(truth["addr"], 16)
-        actual = {k: got.get(k) for k in expect}
-        actual["addr"] = int(got["addr"], 16)
-        assert actual == expect, name
+def test_pools_json_lists_exactly_the_pools(scenario):
+    assert sorted(scenario.pools()) == sorted(scenario.truth["pools"])
 
 
-def test_pools_cache_fill_matches_truth(scenario):
+def _pool(scenario, name):
     pools = scenario.pools()
-    for name, truth in scenario.truth["pools"].items():
-        assert pools[name]["cache_fill"] == truth["cache_fill"], name
+    assert name in pools, f"{name} not in mptrack pools --json: {sorted(pools)}"
+    return pools[name]
+
+
+@per_pool
+def test_pools_json_matches_truth(scenario, name):
+    truth, got = scenario.truth["pools"][name], _pool(scenario, name)
+    assert HEX.fullmatch(got["addr"]), got["addr"]
+    expect = {k: truth[k] for k in ("ops", "size", "elt_size", "cache_size", "in_use",
+                                     "avail", "pktmbuf")}
+    expect["addr"] = int(truth["addr"], 16)
+    actual = {k: got.get(k) for k in expect}
+    actual["addr"] = int(got["addr"], 16)
+    assert actual == expect
+
+
+@per_pool
+def test_pools_cache_fill_matches_truth(scenario, name):
+    assert _pool(scenario, name)["cache_fill"] == scenario.truth["pools"][name]["cache_fill"]
+
+
+def test_both_lcore_caches_are_used(scenario):
     # The scenario is only interesting if both lcores' caches hold objects.
     assert set(scenario.truth["pools"]["cached"]["cache_fill"]) == {"0", "1"}
+    assert set(scenario.truth["pools"]["mbufs"]["cache_fill"]) == {"0", "1"}
 
 
-def test_dump_in_use_is_exactly_what_the_program_holds(scenario):
-    for name, truth in scenario.truth["pools"].items():
-        rows = scenario.dump(name, "in-use")
-        got = addrs(rows)
-        assert len(got) == len(set(got)), f"{name}: duplicate addresses"
-        assert set(got) == as_ints(truth["held"]), name
-        for row in rows:
-            assert row["state"] == "in-use" and row["where"] is None, row
+@per_pool
+def test_dump_in_use_is_exactly_what_the_program_holds(scenario, name):
+    truth = scenario.truth["pools"][name]
+    rows = scenario.dump(name, "in-use")
+    got = addrs(rows)
+    assert len(got) == len(set(got)), "duplicate addresses"
+    assert set(got) == as_ints(truth["held"])
+    for row in rows:
+        assert row["state"] == "in-use" and row["where"] is None, row
 
 
-def test_dump_free_has_every_freed_object_and_no_held_one(scenario):
-    for name, truth in scenario.truth["pools"].items():
-        rows = scenario.dump(name, "free")
-        got = set(addrs(rows))
-        assert len(got) == len(rows) == truth["avail"], name
-        assert as_ints(truth["freed"]) <= got, name
-        assert not as_ints(truth["held"]) & got, name
-        cached = {}
-        for row in rows:
-            assert row["state"] == "free", row
-            m = WHERE.fullmatch(row["where"] or "")
-            assert m, f"{name}: bad where {row['where']!r}"
-            if m.group(1) is not None:
-                cached[m.group(1)] = cached.get(m.group(1), 0) + 1
-        assert cached == truth["cache_fill"], name
-        expect_where = "stack" if truth["ops"] == "stack" else "ring"
-        assert {r["where"] for r in rows if "cache" not in r["where"]} <= {expect_where}, name
+@per_pool
+def test_dump_free_has_every_freed_object_and_no_held_one(scenario, name):
+    truth = scenario.truth["pools"][name]
+    rows = scenario.dump(name, "free")
+    got = set(addrs(rows))
+    assert len(got) == len(rows) == truth["avail"]
+    assert as_ints(truth["freed"]) <= got
+    assert not as_ints(truth["held"]) & got
+    cached = {}
+    for row in rows:
+        assert row["state"] == "free", row
+        m = WHERE.fullmatch(row["where"] or "")
+        assert m, f"bad where {row['where']!r}"
+        if m.group(1) is not None:
+            cached[m.group(1)] = cached.get(m.group(1), 0) + 1
+    assert cached == truth["cache_fill"]
+    expect_where = "stack" if truth["ops"] == "stack" else "ring"
+    assert {r["where"] for r in rows if "cache" not in r["where"]} <= {expect_where}
 
 
-def test_dump_all_covers_the_pool(scenario):
-    for name, truth in scenario.truth["pools"].items():
-        rows = scenario.dump(name, "all")
-        assert len(rows) == truth["size"], name
-        indexes = [r["index"] for r in rows]
-        assert sorted(indexes) == list(range(truth["size"])), name
-        assert len(set(addrs(rows))) == truth["size"], name
-        in_use = {int(r["addr"], 16) for r in rows if r["state"] == "in-use"}
-        assert in_use == as_ints(truth["held"]), name
-        # consecutive objects are at least elt_size apart
-        by_addr = sorted(addrs(rows))
-        gaps = [b - a for a, b in zip(by_addr, by_addr[1:])]
-        assert min(gaps) >= truth["elt_size"], name
+@per_pool
+def test_dump_all_covers_the_pool(scenario, name):
+    truth = scenario.truth["pools"][name]
+    rows = scenario.dump(name, "all")
+    assert len(rows) == truth["size"]
+    indexes = [r["index"] for r in rows]
+    assert sorted(indexes) == list(range(truth["size"]))
+    assert len(set(addrs(rows))) == truth["size"]
+    in_use = {int(r["addr"], 16) for r in rows if r["state"] == "in-use"}
+    assert in_use == as_ints(truth["held"])
+    # consecutive objects are at least elt_size apart
+    by_addr = sorted(addrs(rows))
+    gaps = [b - a for a, b in zip(by_addr, by_addr[1:])]
+    assert min(gaps) >= truth["elt_size"]
 
 
 def test_dump_limit(scenario):
