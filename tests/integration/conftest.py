@@ -68,6 +68,8 @@ def mptrack_steps(out: Path, probes: dict[str, int] | None) -> list:
     steps.append(("csv-mbufs", f"mptrack dump mbufs --state all --csv {out / 'mbufs.csv'}"))
     steps.append(("limit", f"mptrack dump cached --state all --limit 5 --json {out / 'limit.json'}"))
     steps.append(("stdout-json", "mptrack dump nocache --state in-use --json -"))
+    steps.append(("hex", "mptrack dump cached --state in-use --limit 1 --hex"))
+    steps.append(("hex-mbufs", "mptrack dump mbufs --state in-use --limit 100 --hex"))
     for label in PROBES:
         if probes is None:
             var = "$mpt_" + label.replace("-", "_")

@@ -27,6 +27,19 @@ def as_ints(hexes):
     return {int(a, 16) for a in hexes}
 
 
+def test_truth_is_consistent(scenario):
+    """The program's own claims, before any of them is held against mptrack."""
+    assert sorted(scenario.truth["pools"]) == sorted(POOLS)
+    for name, t in scenario.truth["pools"].items():
+        held, freed = as_ints(t["held"]), as_ints(t["freed"])
+        assert len(held) == len(t["held"]) == t["in_use"] > 0, name
+        assert freed and not held & freed, name
+        assert t["in_use"] + t["avail"] == t["size"], name
+        assert sum(t["cache_fill"].values()) <= t["avail"], name
+    mbufs = scenario.truth["pools"]["mbufs"]
+    assert as_ints(mbufs["mbufs"]) == as_ints(mbufs["held"])
+
+
 def test_gdb_ran_cleanly(scenario):
     assert "Traceback" not in scenario.gdb.stdout + scenario.gdb.stderr, str(scenario.gdb)
     assert "Python Exception" not in scenario.gdb.stdout + scenario.gdb.stderr, str(scenario.gdb)
@@ -214,3 +227,23 @@ def test_object_outside_every_pool(scenario):
     addr = scenario.probes["nopool"]
     assert not OBJECT_LINE.search(scenario.section("object-nopool"))
     assert f"mptrack: {addr:#x} is not inside any mempool object" in scenario.gdb.error_lines()
+
+
+def _shows_bytes(text, data: bytes) -> bool:
+    """A hex dump shows ``data``: as its ASCII column, or as hex digits."""
+    if data.decode() in text:
+        return True
+    digits = re.sub(r"[^0-9a-f]", "", text.lower())
+    return data.hex() in digits
+
+
+def test_dump_hex_shows_object_bytes(scenario):
+    text = scenario.section("hex")
+    assert _shows_bytes(text, b"mptrack-"), text
+
+
+def test_dump_hex_shows_mbuf_payloads(scenario):
+    text = scenario.section("hex-mbufs")
+    # main lcore's mbufs 0, 1 (chained), 4..7 and the worker's 103..105
+    for n in (0, 1, 4, 5, 6, 7, 103, 104, 105):
+        assert _shows_bytes(text, f"mptrack-test-{n}".encode()), f"payload {n} not in:\n{text}"
