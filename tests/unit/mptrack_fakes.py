@@ -55,6 +55,12 @@ class FakeMemory:
         self._regions.sort(key=lambda r: r[0])
         return data
 
+    def protect(self, start):
+        """Make the region starting at `start` read-only."""
+        for region in self._regions:
+            if region[0] == start:
+                region[2] = False
+
     def _find(self, addr, size):
         for start, data, _, _, present in self._regions:
             if start <= addr and addr + size <= start + len(data):
@@ -84,8 +90,8 @@ class FakeMemory:
         return struct.unpack("<Q", self.read(addr, 8))[0]
 
 
-def put(mem, layout, struct_name, addr, **fields):
-    """Write fields of `struct_name` at addr: ints sized by the layout, str/bytes NUL-padded, tuples of u64."""
+def put(mem, layout, struct_name, base, /, **fields):
+    """Write fields of `struct_name` at address base: ints sized by the layout, str/bytes NUL-padded, tuples of u64."""
     s = layout[struct_name]
     for name, value in fields.items():
         f = s[name]
@@ -99,7 +105,7 @@ def put(mem, layout, struct_name, addr, **fields):
             assert len(raw) <= f.size
         else:
             raw = value.to_bytes(f.size, "little", signed=value < 0)
-        mem.write(addr + f.offset, raw)
+        mem.write(base + f.offset, raw)
 
 
 def write_ops_table(mem, layout, names=OPS, addr=OPS_TABLE_ADDR):
