@@ -12,12 +12,8 @@ import argparse
 import gdb  # pylint: disable=import-error
 
 from . import render
-from .layout import LayoutError
-from .memory import CoreError, MemoryMissing
-from .pools import FREE, IN_USE, PoolError
-from .target import UserError, session, styling_enabled
-
-USER_ERRORS = (UserError, LayoutError, PoolError, MemoryMissing, CoreError)
+from .pools import FREE, IN_USE
+from .target import USER_ERRORS, UserError, session, styling_enabled
 TABLE_LIMIT = 1000
 
 
@@ -40,11 +36,11 @@ class ArgumentParser(argparse.ArgumentParser):
         gdb.write(self.format_help())
 
 
-def _parser(name, description):
+def make_parser(name, description):
     return ArgumentParser(prog="mptrack " + name, description=description, add_help=True)
 
 
-def _emit(text, path):
+def emit(text, path):
     """Write text to FILE, or to gdb's stdout for '-'."""
     if path == "-":
         gdb.write(text)
@@ -56,7 +52,7 @@ def _emit(text, path):
         raise UserError("cannot write %s: %s" % (path, e.strerror)) from None
 
 
-def _note(text):
+def note(text):
     gdb.write(text + "\n", gdb.STDERR)
 
 
@@ -91,14 +87,14 @@ class Subcommand(gdb.Command):
         raise NotImplementedError
 
 
-def _complete_pool(text):
+def complete_pool(text):
     try:
         return [n for n in session().pool_names() if n.startswith(text)]
     except (USER_ERRORS + (gdb.error,)):
         return []
 
 
-POOLS = _parser("pools", "List every mempool: driver, sizes, free and in-use counts, per-lcore cache fill.")
+POOLS = make_parser("pools", "List every mempool: driver, sizes, free and in-use counts, per-lcore cache fill.")
 POOLS.add_argument("--json", metavar="FILE", help="write a JSON array to FILE ('-' for stdout)")
 
 
@@ -115,18 +111,18 @@ class PoolsCommand(Subcommand):
         pools, errors = s.pools()
         records = [render.pool_record(p) for p in pools]
         if args.json:
-            _emit(render.to_json(records), args.json)
+            emit(render.to_json(records), args.json)
         else:
             gdb.write("DPDK %s, %s; layout from %s\n" % (s.version, s.description, s.layout.source))
             gdb.write(render.pools_table(records) + "\n")
         for pool in pools:
             for anomaly in pool.anomalies:
-                _note("mptrack: pool %s: %s" % (pool.name, anomaly))
+                note("mptrack: pool %s: %s" % (pool.name, anomaly))
         for error in errors:
-            _note("mptrack: " + error)
+            note("mptrack: " + error)
 
 
-DUMP = _parser("dump", "Dump every object of a pool with its state (in-use, or free in the ring/stack or an "
+DUMP = make_parser("dump", "Dump every object of a pool with its state (in-use, or free in the ring/stack or an "
                        "lcore's cache); mbuf fields for pktmbuf pools.")
 DUMP.add_argument("pool", metavar="POOL", help="pool name (TAB completes) or address")
 DUMP.add_argument("--state", choices=("in-use", "free", "all"), default="all", help="objects to show (default all)")
@@ -145,7 +141,7 @@ class DumpCommand(Subcommand):
         super().__init__("dump")
 
     def complete(self, text, word):
-        return _complete_pool(word or "")
+        return complete_pool(word or "")
 
     def run(self, args):
         if args.limit is not None and args.limit < 0:
@@ -160,10 +156,16 @@ class DumpCommand(Subcommand):
         shown = rows[:limit] if limit else rows
         records = render.object_records(pool, shown)
         keys = render.object_keys(pool.pktmbuf)
+        from .track_commands import backtrace_columns
+        columns = backtrace_columns(pool)
+        if columns is not None:
+            keys += ("alloc_backtrace", "free_backtrace")
+            for record, row in zip(records, shown):
+                record["alloc_backtrace"], record["free_backtrace"] = columns(row[1])
         if args.csv:
-            _emit(render.to_csv(records, keys), args.csv)
+            emit(render.to_csv(records, keys), args.csv)
         if args.json:
-            _emit(render.to_json(records), args.json)
+            emit(render.to_json(records), args.json)
         if not to_file:
             gdb.write("pool %s at 0x%x (%s): %d objects, %s in use; showing %d %s\n" % (
                 pool.name, pool.addr, pool.ops, pool.header.size,
@@ -175,7 +177,7 @@ class DumpCommand(Subcommand):
             if args.hex:
                 self._hex(pool, shown)
         for anomaly in pool.anomalies:
-            _note("mptrack: pool %s: %s" % (pool.name, anomaly))
+            note("mptrack: pool %s: %s" % (pool.name, anomaly))
 
     @staticmethod
     def _hex(pool, rows):
@@ -192,7 +194,7 @@ class DumpCommand(Subcommand):
                 gdb.write(render.hexdump(pool.object_bytes(addr, pool.header.elt_size), addr, color))
 
 
-OBJECT = _parser("object", "Tell which pool and object an address belongs to, its state, and the mbuf fields.")
+OBJECT = make_parser("object", "Tell which pool and object an address belongs to, its state, and the mbuf fields.")
 OBJECT.add_argument("address", metavar="ADDR", nargs="+", help="an address or expression, inside an object")
 
 
@@ -227,7 +229,9 @@ class ObjectCommand(Subcommand):
 
 
 def register():
+    from . import track_commands
     MptrackPrefix()
     PoolsCommand()
     DumpCommand()
     ObjectCommand()
+    track_commands.register()

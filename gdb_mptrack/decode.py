@@ -75,8 +75,10 @@ class PoolHeader:
         self.nb_mem_chunks = r.uint("nb_mem_chunks")
         self.mem_first = r.ptr("mem_list")
         self.struct_size = layout["rte_mempool"].size
+        # The caches exist when the pool was created with a cache, even if a tracker has since
+        # set cache_size to 0 to bypass them; local_cache tells which.
         self.private_addr = addr + self.struct_size + (
-            layout["rte_mempool_cache"].size * layout.constant("RTE_MAX_LCORE") if self.cache_size else 0)
+            layout["rte_mempool_cache"].size * layout.constant("RTE_MAX_LCORE") if self.local_cache else 0)
 
     @property
     def total_elt_size(self):
@@ -92,8 +94,7 @@ class PoolHeader:
             return "element or header size out of range"
         if not 0 <= self.ops_index < num_ops:
             return "ops_index out of range"
-        expected_cache = self.addr + self.struct_size if self.cache_size else 0
-        if self.local_cache != expected_cache:
+        if self.local_cache not in (0, self.addr + self.struct_size) or (self.cache_size and not self.local_cache):
             return "local_cache does not point after the struct"
         if self.populated_size and not (self.elt_first and self.mem_first and self.nb_mem_chunks):
             return "populated pool without element or memory list"

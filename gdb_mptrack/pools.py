@@ -64,6 +64,7 @@ class Pool:
         self.name = h.name
         self.ops = ops_names[h.ops_index] if 0 <= h.ops_index < len(ops_names) else "?"
         self.anomalies = []
+        self.busy = False  # another thread is mid-operation on the ring or stack
         self.cache_objects = self._read_caches()
         self.driver_objects = self._read_driver()
         self.pktmbuf = self._is_pktmbuf()
@@ -147,6 +148,14 @@ class Pool:
         if count > capacity:
             self.anomalies.append("ring count %d exceeds its capacity %d: capped" % (count, capacity))
             count = capacity
+        if self.ops == "ring_mt_rts":
+            # RTS keeps {cnt, pos} pairs; the position is the second half of each.
+            rts = self.layout["rte_ring_rts_headtail"]
+            self.busy = any(Record(rts, rec.data, ring.offset(side)).ptr("tail") >> 32
+                            != Record(rts, rec.data, ring.offset(side)).ptr("head") >> 32
+                            for side in ("prod", "cons"))
+        else:
+            self.busy = prod_head != prod_tail or cons_head != cons_tail
         if self.ops in ("ring_mp_mc", "ring_sp_sc", "ring_mp_sc", "ring_sp_mc"):
             if prod_head != prod_tail:
                 self.anomalies.append("a ring enqueue of %d objects is in progress: they show as in use"
@@ -171,7 +180,9 @@ class Pool:
             return self._read_lf_stack(stack_addr + stack.offset("stack_lf"), capacity)
         std = layout["rte_stack_std"]
         base = stack_addr + stack.offset("stack_std")
-        length = Record(std, self.memory.read(base, std.size)).uint("len")
+        std_rec = Record(std, self.memory.read(base, std.size))
+        length = std_rec.uint("len")
+        self.busy = bool(std_rec.uint("lock"))
         if length > capacity:
             self.anomalies.append("stack length %d exceeds its capacity %d: capped" % (length, capacity))
             length = capacity

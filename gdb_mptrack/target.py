@@ -17,13 +17,16 @@ import gdb  # pylint: disable=import-error
 
 from . import layouts
 from .discovery import find_pools
-from .layout import REQUIRED_FIELDS, Struct, flatten_fields
+from .layout import REQUIRED_FIELDS, LayoutError, Struct, flatten_fields
 from .memory import COREDUMP_FILTER_HINT, CoreError, CoreMemory, MemoryMissing, parse_proc_maps
 from .pools import Pool, PoolError, read_ops_names
 
 
 class UserError(Exception):
     """A problem to report to the user as one line, without a traceback."""
+
+
+USER_ERRORS = (UserError, LayoutError, PoolError, MemoryMissing, CoreError)
 
 
 class LiveMemory:

@@ -1,0 +1,662 @@
+"""Tracking with gdb breakpoints: mempool ops and the rte_malloc family.
+
+Part of the target layer (it talks to gdb); the shadow tables it feeds are
+shadow.py.  Approach and limits:
+
+- Mempool objects: a silent internal breakpoint on each driver's `enqueue`
+  and `dequeue` functions, read from rte_mempool_ops_table (so stripped
+  drivers work).  Enqueue entry sees the objects being put (x86-64 System V
+  registers: rdi mp, rsi obj_table, edx n).  Dequeue results exist only
+  after it returns, and one gdb.FinishBreakpoint per call slows down worse
+  than linearly, so at dequeue entry we note (thread, stack pointer after
+  return, obj_table, n) and put a permanent breakpoint on the return
+  address; when it is hit with that thread and stack pointer, rax is the
+  result.  Return sites are few (the inlined get paths), so after warm-up
+  each event is one breakpoint hit at entry and one at return.
+- rte_malloc family: entry breakpoints on every allocator (outermost call per
+  thread only, so rte_malloc calling rte_malloc_socket counts once), return
+  sites as above for the pointer, and rte_free entry.
+- Per-lcore caches serve gets and puts without reaching the driver, so a
+  tracked pool is made cache-less: its caches are flushed into the driver
+  (an inferior call of the driver's own enqueue, scheduler-locked, refused
+  when another thread is mid-operation on the ring or stack) and its
+  cache_size set to 0; untrack restores it.  Pools tracked before they exist
+  are armed at rte_mempool_populate_*, before their first object.
+- Backtraces are frame PCs only, symbolized lazily once per distinct PC.
+Breakpoints return False from stop() unless a fault is found and the
+matching `set mptrack stop-on` setting is on.
+"""
+
+import struct
+import fnmatch
+
+import gdb  # pylint: disable=import-error
+
+from . import shadow
+from .decode import PoolHeader, Record
+from .memory import MemoryMissing
+from .shadow import FREE, HEAP_POOL, IN_USE
+
+POPULATE_FUNCTIONS = ("rte_mempool_populate_default", "rte_mempool_populate_iova",
+                      "rte_mempool_populate_virt", "rte_mempool_populate_anon")
+# allocator -> (index of the size argument, index of a count argument or None, index of the old pointer or None)
+ALLOCATORS = {
+    "rte_malloc": (1, None, None), "rte_zmalloc": (1, None, None), "rte_calloc": (2, 1, None),
+    "rte_realloc": (1, None, 0), "rte_malloc_socket": (1, None, None), "rte_zmalloc_socket": (1, None, None),
+    "rte_calloc_socket": (2, 1, None), "rte_realloc_socket": (1, None, 0),
+}
+ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+FAULT_KINDS = ("duplicate-free", "foreign-free", "stray-free", "duplicate-alloc")
+
+
+class TrackError(Exception):
+    """Tracking cannot be set up as asked (one line for the user)."""
+
+
+# --- settings (gdb parameters read by the breakpoints) ---------------------
+
+class Settings:
+    def __init__(self):
+        self.stop_on = {kind: True for kind in FAULT_KINDS}
+        self.backtrace_depth = 8
+
+    def stops_for(self, kind):
+        """Whether a fault of this kind (report wording) stops the program."""
+        key = {"duplicate free": "duplicate-free", "double rte_free": "duplicate-free",
+               "foreign free": "foreign-free", "stray free": "stray-free",
+               "rte_free of unknown pointer": "stray-free", "duplicate alloc": "duplicate-alloc"}[kind]
+        return self.stop_on[key]
+
+
+SETTINGS = Settings()
+
+
+# --- registers, threads, backtraces --------------------------------------
+
+def _reg(frame, name):
+    return int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF
+
+
+def _arg(frame, index):
+    return _reg(frame, ARG_REGISTERS[index])
+
+
+def _thread_id():
+    thread = gdb.selected_thread()
+    return thread.ptid[1] or thread.ptid[2] or thread.num
+
+
+class Symbolizer:
+    """Frame PC -> text, computed once per distinct PC."""
+
+    def __init__(self):
+        self._cache = {}
+
+    def frame(self, pc):
+        text = self._cache.get(pc)
+        if text is None:
+            text = self._cache[pc] = self._describe(pc)
+        return text
+
+    def frames(self, pcs):
+        return [self.frame(pc) for pc in pcs]
+
+    @staticmethod
+    def _describe(pc):
+        lookup = pc - 1 if pc else pc  # a return address belongs to the call before it
+        names = []
+        try:
+            block = gdb.block_for_pc(lookup)
+        except RuntimeError:
+            block = None
+        while block is not None:
+            if block.function is not None:
+                names.append(block.function.print_name)
+            block = block.superblock
+        if names:
+            name = names[-1] + ("" if len(names) == 1 else " (inlined %s)" % " <- ".join(names[:-1]))
+        else:
+            info = gdb.execute("info symbol 0x%x" % lookup, to_string=True).strip()
+            if info.startswith("No symbol"):
+                lib = gdb.current_progspace().solib_name(pc)
+                name = "?? in %s" % lib.rsplit("/", 1)[-1] if lib else "??"
+            else:
+                name = info.split(" in section ")[0].replace(" + ", "+")
+        sal = gdb.find_pc_line(lookup)
+        where = ""
+        if sal.symtab is not None and sal.line:
+            where = " at %s:%d" % (sal.symtab.filename.rsplit("/", 1)[-1], sal.line)
+        return "0x%x %s%s" % (pc, name, where)
+
+
+SYMBOLS = Symbolizer()
+
+
+def capture_pcs(depth, skip=0):
+    """PCs of the newest `depth` frames after skipping `skip` (the breakpoint's own function)."""
+    pcs = []
+    try:
+        frame = gdb.newest_frame()
+        for _ in range(skip):
+            frame = frame.older() if frame is not None else None
+        while frame is not None and len(pcs) < depth:
+            pc = frame.pc()
+            if not pcs or pcs[-1] != pc:  # inline frames share their caller's PC; symbolizing names them
+                pcs.append(pc)
+            frame = frame.older()
+    except gdb.error:
+        pass
+    return tuple(pcs)
+
+
+class Tracker:
+    """Breakpoints, pending calls and shadows of one inferior."""
+
+    def __init__(self, inferior):
+        self.inferior = inferior
+        self.shadows = shadow.Tracker()
+        self.pools = {}             # mp address -> TrackedPool
+        self.pending_names = set()  # names (globs) to arm at creation
+        self.track_all = False
+        self.driver_bps = {}        # function address -> breakpoint
+        self.return_sites = {}      # return address -> ReturnSite
+        self.pending_calls = {}     # thread -> [(sp after return, handler)]
+        self.creation_bps = []
+        self.malloc_bps = []
+        self.malloc_from_start = False
+        self.unknown_frees = 0
+        self.lcores = {}
+        self._layout = None
+        self.restarted = False
+        self.errors = 0
+        self.deferred = []          # (class, function name) waiting for their library
+
+    @property
+    def layout(self):
+        if self._layout is None:
+            from .target import session
+            self._layout = session().layout
+        return self._layout
+
+    # memory helpers
+    def read(self, addr, size):
+        try:
+            return self.inferior.read_memory(addr, size).tobytes()
+        except gdb.MemoryError:
+            raise MemoryMissing(addr, size, "cannot be read") from None
+
+    def read_ptrs(self, addr, n):
+        return struct.unpack("<%dQ" % n, self.read(addr, 8 * n)) if n else ()
+
+    def write_u32(self, addr, value):
+        self.inferior.write_memory(addr, struct.pack("<I", value))
+
+    def lcore(self, thread):
+        if thread not in self.lcores:
+            try:
+                value = int(gdb.parse_and_eval("(int)per_lcore__lcore_id"))
+                self.lcores[thread] = None if value < 0 or value > 0xFFFF else value
+            except gdb.error:
+                self.lcores[thread] = None
+        return self.lcores[thread]
+
+    def new_event(self, kind, skip):
+        thread = _thread_id()
+        return self.shadows.event(kind, thread, self.lcore(thread), capture_pcs(SETTINGS.backtrace_depth, skip))
+
+    # pending calls and return sites
+    def expect_return(self, frame, handler):
+        sp = _reg(frame, "rsp")
+        ret = struct.unpack("<Q", self.read(sp, 8))[0]
+        self.pending_calls.setdefault(_thread_id(), []).append((sp + 8, handler))
+        if ret not in self.return_sites:
+            self.return_sites[ret] = ReturnSite(self, "*0x%x" % ret)
+
+    def returned(self):
+        stack = self.pending_calls.get(_thread_id())
+        if not stack:
+            return False
+        frame = gdb.newest_frame()
+        sp = _reg(frame, "rsp")
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i][0] == sp:
+                handler = stack[i][1]
+                del stack[i:]
+                return handler(frame)
+        return False
+
+    def in_malloc_call(self):
+        return any(h.malloc for _, h in self.pending_calls.get(_thread_id(), ()))
+
+    # faults
+    def report(self, fault):
+        if fault.index is None and fault.pool != HEAP_POOL:
+            fault.index = locate(fault.addr)[1]
+        self.shadows.record_fault(fault)
+        gdb.write(format_fault(fault) + "\n", gdb.STDERR)
+        return SETTINGS.stops_for(fault.kind)
+
+    def check_free(self, tracked, obj, event):
+        """Record a put of obj into tracked; a Fault for duplicate, foreign and stray frees."""
+        owner = self.owner_of(obj)
+        if owner == tracked.addr:
+            return tracked.shadow.free(obj, event)
+        if owner is not None:
+            other = self.pools.get(owner)
+            entry = other.shadow.entries.get(obj) if other else None
+            return shadow.Fault("foreign free", tracked.name, obj, event,
+                                previous_free=entry.last_free if entry else None,
+                                last_alloc=entry.last_alloc if entry else None,
+                                detail="it belongs to pool '%s'" % self.pool_name(owner))
+        text, _ = locate(obj)
+        return shadow.Fault("stray free", tracked.name, obj, event, detail="no object starts there (%s)" % text)
+
+    def heap_free(self, ptr, event):
+        heap = self.shadows.heap
+        if heap is None:
+            return False
+        if ptr not in heap.entries:
+            if not self.malloc_from_start:
+                self.unknown_frees += 1  # allocated before tracking began: not a fault
+                return False
+            return self.report(shadow.Fault("rte_free of unknown pointer", HEAP_POOL, ptr, event,
+                                            detail="never returned by the rte_malloc family"))
+        fault = heap.free(ptr, event)
+        return fault is not None and self.report(fault)
+
+    # pools
+    def pool_name(self, mp):
+        tracked = self.pools.get(mp)
+        if tracked:
+            return tracked.name
+        try:
+            header = PoolHeader(self.layout, mp, self.read(mp, self.layout["rte_mempool"].size))
+        except MemoryMissing:
+            return None
+        return header.name if header.name_padding_clean else None
+
+    def owner_of(self, obj):
+        """The pool address an object's header names, or None when obj is no object start."""
+        hdr = self.layout["rte_mempool_objhdr"]
+        try:
+            data = self.read(obj - hdr.size, hdr.size)
+        except MemoryMissing:
+            return None
+        owner = struct.unpack_from("<Q", data, hdr.offset("mp"))[0]
+        return owner if owner and self.pool_name(owner) is not None else None
+
+    def wants(self, name):
+        return self.track_all or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.pending_names)
+
+    def driver_functions(self, header):
+        from .target import symbol_address
+        ops = self.layout["rte_mempool_ops"]
+        table = self.layout["rte_mempool_ops_table"]
+        base = symbol_address("rte_mempool_ops_table") + table.offset("ops") + header.ops_index * ops.size
+        rec = Record(ops, self.read(base, ops.size))
+        return rec.ptr("enqueue"), rec.ptr("dequeue")
+
+    def arm(self, header, seed=None):
+        """Track the pool whose header is given: bypass its caches, set driver breakpoints."""
+        if self.restarted:
+            self.shadows = shadow.Tracker()
+            self.restarted = False
+        original = header.cache_size
+        if original:
+            self.write_u32(header.addr + self.layout["rte_mempool"].offset("cache_size"), 0)
+        tracked = self.pools[header.addr] = TrackedPool(self, header, original)
+        for obj, state in seed or ():
+            tracked.shadow.seed(obj, state)
+        enqueue, dequeue = self.driver_functions(header)
+        if enqueue not in self.driver_bps:
+            self.driver_bps[enqueue] = EnqueueBreakpoint(self, "*0x%x" % enqueue)
+        if dequeue not in self.driver_bps:
+            self.driver_bps[dequeue] = DequeueBreakpoint(self, "*0x%x" % dequeue)
+        return tracked
+
+    def forget_pool(self, mp):
+        self.pools.pop(mp, None)
+        self.shadows.pools.pop(mp, None)
+
+    def untrack(self, mp):
+        tracked = self.pools.pop(mp)
+        if tracked.original_cache_size and self.inferior.pid:
+            self.write_u32(mp + self.layout["rte_mempool"].offset("cache_size"), tracked.original_cache_size)
+        self.shadows.pools.pop(mp, None)
+        if not self.pools:
+            for bp in self.driver_bps.values():
+                bp.delete()
+            self.driver_bps.clear()
+
+    def named_breakpoints(self, group, specs):
+        """Breakpoints on functions by name, each created once its library is loaded."""
+        from .target import symbol_address
+        for cls, function in specs:
+            if symbol_address(function) is None:
+                self.deferred.append((group, cls, function))
+            else:
+                group.append(cls(self, function))
+
+    def create_deferred(self):
+        waiting, self.deferred = self.deferred, []
+        for group, cls, function in waiting:
+            self.named_breakpoints(group, [(cls, function)])
+
+    def arm_creation(self):
+        if not self.creation_bps:
+            self.named_breakpoints(self.creation_bps, [(CreationBreakpoint, fn) for fn in POPULATE_FUNCTIONS]
+                                   + [(PoolFreeBreakpoint, "rte_mempool_free")])
+
+    def track_malloc(self, from_start):
+        if self.shadows.heap is not None:
+            return
+        self.malloc_from_start = from_start
+        self.shadows.heap = shadow.ShadowPool(HEAP_POOL)
+        self.named_breakpoints(self.malloc_bps, [(MallocBreakpoint, fn) for fn in ALLOCATORS]
+                               + [(RteFreeBreakpoint, "rte_free")])
+
+    def untrack_malloc(self):
+        for bp in self.malloc_bps:
+            bp.delete()
+        self.malloc_bps.clear()
+        self.deferred = [d for d in self.deferred if d[0] is not self.malloc_bps]
+        self.shadows.heap = None
+
+    def process_exited(self):
+        """Address breakpoints and pending calls die with the process; shadows stay for post-mortem."""
+        for bp in list(self.driver_bps.values()) + list(self.return_sites.values()):
+            bp.delete()
+        self.driver_bps.clear()
+        self.return_sites.clear()
+        self.pending_calls.clear()
+        self.pools.clear()
+        self.lcores.clear()
+        self._layout = None
+        self.restarted = True
+
+
+class TrackedPool:
+    def __init__(self, tracker, header, original_cache_size):
+        self.name = header.name
+        self.addr = header.addr
+        self.header = header
+        self.original_cache_size = original_cache_size
+        self.shadow = shadow.ShadowPool(header.name, header.addr, header.elt_size)
+        tracker.shadows.pools[header.addr] = self.shadow
+
+
+def format_fault(fault):
+    """The multi-line report printed when a fault is found."""
+    lines = ["mptrack: %s of %s 0x%x%s in %s%s" % (
+        fault.kind, "block" if fault.pool == HEAP_POOL else "object", fault.addr,
+        "" if fault.index is None else " (index %d)" % fault.index,
+        "the rte_malloc heap" if fault.pool == HEAP_POOL else "pool '%s'" % fault.pool,
+        ": " + fault.detail if fault.detail else "")]
+    this = "this alloc" if fault.event.kind == "alloc" else "this free"
+    for title, event in ((this, fault.event), ("previous free", fault.previous_free),
+                         ("last alloc", fault.last_alloc)):
+        lines.append(format_event(title, event))
+    return "\n".join(lines)
+
+
+def format_event(title, event):
+    if event is None:
+        return "  %s: none recorded" % title
+    head = "  %s (event %d, thread %s%s):" % (title, event.seq, event.thread,
+                                             "" if event.lcore is None else ", lcore %d" % event.lcore)
+    frames = ["    #%d %s" % (i, text) for i, text in enumerate(SYMBOLS.frames(event.pcs))]
+    return "\n".join([head] + (frames or ["    (no backtrace)"]))
+
+
+# --- breakpoints ------------------------------------------------------------
+
+class _TrackerBreakpoint(gdb.Breakpoint):
+    """A silent internal breakpoint whose `on_hit` never lets an exception stop the program."""
+
+    def __init__(self, tracker, spec):
+        super().__init__(spec, internal=True)
+        self.silent = True
+        self.tracker = tracker
+
+    def stop(self):
+        try:
+            return self.on_hit()
+        except Exception as e:  # pylint: disable=broad-except
+            # A bug or unreadable memory here must not stop or kill the debugged program.
+            self.tracker.errors += 1
+            if self.tracker.errors <= 3:
+                gdb.write("mptrack: tracking error at %s (event ignored): %s\n" % (self.location, e), gdb.STDERR)
+            return False
+
+
+class ReturnSite(_TrackerBreakpoint):
+    """A permanent breakpoint at a call's return address; dispatches to the pending call."""
+
+    def on_hit(self):
+        return self.tracker.returned()
+
+
+class EnqueueBreakpoint(_TrackerBreakpoint):
+    """Driver enqueue entry: objects put back into a pool."""
+
+    def on_hit(self):
+        t = self.tracker
+        frame = gdb.newest_frame()
+        tracked = t.pools.get(_arg(frame, 0))
+        if tracked is None:
+            return False
+        n = min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
+        objs = t.read_ptrs(_arg(frame, 1), n)
+        event = t.new_event("free", skip=1)
+        stop = False
+        for obj in objs:
+            fault = t.check_free(tracked, obj, event)
+            if fault is not None:
+                stop = t.report(fault) or stop
+        return stop
+
+
+class _Return:
+    """What to do when a noted call returns (handler for Tracker.expect_return)."""
+
+    malloc = False
+
+
+class _DequeueReturn(_Return):
+    def __init__(self, tracker, tracked, obj_table, n):
+        self.tracker, self.tracked, self.obj_table, self.n = tracker, tracked, obj_table, n
+
+    def __call__(self, frame):
+        t = self.tracker
+        if _reg(frame, "rax") & 0xFFFFFFFF or t.pools.get(self.tracked.addr) is not self.tracked:
+            return False  # the dequeue failed (-ENOBUFS), or the pool is no longer tracked
+        event = t.new_event("alloc", skip=0)
+        stop = False
+        for obj in t.read_ptrs(self.obj_table, self.n):
+            fault = self.tracked.shadow.alloc(obj, event)
+            if fault is not None:
+                stop = t.report(fault) or stop
+        return stop
+
+
+class DequeueBreakpoint(_TrackerBreakpoint):
+    """Driver dequeue entry: note the call; objects are read at its return site."""
+
+    def on_hit(self):
+        t = self.tracker
+        frame = gdb.newest_frame()
+        tracked = t.pools.get(_arg(frame, 0))
+        if tracked is None:
+            return False
+        n = min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
+        t.expect_return(frame, _DequeueReturn(t, tracked, _arg(frame, 1), n))
+        return False
+
+
+class CreationBreakpoint(_TrackerBreakpoint):
+    """rte_mempool_populate_* entry: arm pools tracked by name before their first object."""
+
+    def on_hit(self):
+        t = self.tracker
+        mp = _arg(gdb.newest_frame(), 0)
+        if mp in t.pools:
+            return False
+        try:
+            header = PoolHeader(t.layout, mp, t.read(mp, t.layout["rte_mempool"].size))
+        except MemoryMissing:
+            return False
+        if header.name and t.wants(header.name):
+            t.arm(header)
+        return False
+
+
+class PoolFreeBreakpoint(_TrackerBreakpoint):
+    """rte_mempool_free entry: forget the pool (its memory is going away)."""
+
+    def on_hit(self):
+        t = self.tracker
+        mp = _arg(gdb.newest_frame(), 0)
+        if mp in t.pools:
+            t.forget_pool(mp)
+        return False
+
+
+class _MallocReturn(_Return):
+    malloc = True
+
+    def __init__(self, tracker, size, old):
+        self.tracker, self.size, self.old = tracker, size, old
+
+    def __call__(self, frame):
+        t = self.tracker
+        ptr = _reg(frame, "rax")
+        if not ptr:
+            return False
+        stop = False
+        event = t.new_event("alloc", skip=0)
+        if self.old and self.old != ptr:
+            stop = t.heap_free(self.old, t.shadows.event("free", event.thread, event.lcore, event.pcs))
+        fault = t.shadows.heap.alloc(ptr, event, self.size)
+        return (fault is not None and t.report(fault)) or stop
+
+
+class MallocBreakpoint(_TrackerBreakpoint):
+    """Entry of an rte_malloc-family allocator (outermost call per thread)."""
+
+    def __init__(self, tracker, function):
+        super().__init__(tracker, function)
+        self.function = function
+
+    def on_hit(self):
+        t = self.tracker
+        if t.in_malloc_call():
+            return False
+        frame = gdb.newest_frame()
+        size_arg, count_arg, old_arg = ALLOCATORS[self.function]
+        size = _arg(frame, size_arg) * (_arg(frame, count_arg) if count_arg is not None else 1)
+        old = _arg(frame, old_arg) if old_arg is not None else 0
+        t.expect_return(frame, _MallocReturn(t, size, old))
+        return False
+
+
+class RteFreeBreakpoint(_TrackerBreakpoint):
+    """rte_free entry."""
+
+    def on_hit(self):
+        t = self.tracker
+        if t.in_malloc_call():
+            return False
+        ptr = _arg(gdb.newest_frame(), 0)
+        if not ptr:
+            return False
+        return t.heap_free(ptr, t.new_event("free", skip=1))
+
+
+# --- live set-up (from commands, never from a breakpoint) -------------------
+
+def track_live(tracker, pool, ops_names):
+    """Start tracking an existing pool of a stopped live process: flush its caches, seed the shadow."""
+    from .pools import Pool
+    header = pool.header
+    if header.addr in tracker.pools:
+        raise TrackError("pool %s is already tracked" % pool.name)
+    if pool.cache_objects:
+        if pool.busy:
+            raise TrackError("pool %s: another thread is in the middle of a %s operation; let the program "
+                             "run a little and try again" % (pool.name, pool.ops))
+        flush_caches(tracker, pool)
+        pool = Pool(pool.memory, pool.layout, header.addr, ops_names)
+    seed = [(obj, FREE if state == FREE else IN_USE) for _, obj, state, _ in pool.states()]
+    return tracker.arm(pool.header, seed)
+
+
+def flush_caches(tracker, pool):
+    """Give every lcore cache's objects back to the driver with its own enqueue (scheduler-locked call)."""
+    cache = pool.layout["rte_mempool_cache"]
+    enqueue, _ = tracker.driver_functions(pool.header)
+    old = gdb.parameter("scheduler-locking")
+    gdb.execute("set scheduler-locking on", to_string=True)
+    try:
+        for lcore, objs in sorted(pool.cache_objects.items()):
+            base = pool.header.local_cache + lcore * cache.size
+            call = "((int (*)(void *, void * const *, unsigned int))0x%x)((void *)0x%x, (void * const *)0x%x, %d)" % (
+                enqueue, pool.addr, base + cache.offset("objs"), len(objs))
+            try:
+                rc = int(gdb.parse_and_eval(call))
+            except gdb.error as e:
+                raise TrackError("flushing lcore %d cache of pool %s failed: %s" % (lcore, pool.name, e)) from None
+            if rc != 0:
+                raise TrackError("flushing lcore %d cache of pool %s: enqueue returned %d" % (lcore, pool.name, rc))
+            tracker.write_u32(base + cache.offset("len"), 0)
+    finally:
+        gdb.execute("set scheduler-locking %s" % old, to_string=True)
+
+
+def locate(addr):
+    """(text, index) saying which pool object holds addr, from a fresh look at memory."""
+    from .target import USER_ERRORS, session
+    try:
+        pools, _ = session().pools()
+        for pool in pools:
+            found = pool.contains(addr)
+            if found is not None:
+                index, obj = found
+                if obj == addr:
+                    return "object %d of pool '%s'" % (index, pool.name), index
+                return "inside object %d of pool '%s' at 0x%x %+d" % (index, pool.name, obj, addr - obj), index
+        return "in no mempool", None
+    except USER_ERRORS:
+        return "location unknown", None
+
+
+def backtrace_text(event):
+    return " | ".join(SYMBOLS.frames(event.pcs)) if event is not None else ""
+
+
+_trackers = {}
+
+
+def tracker(create=True):
+    """The Tracker of the selected inferior (made on demand)."""
+    inferior = gdb.selected_inferior()
+    found = _trackers.get(inferior.num)
+    if found is None and create:
+        found = _trackers[inferior.num] = Tracker(inferior)
+    return found
+
+
+def _on_exit(event):
+    inferior = getattr(event, "inferior", None)
+    found = _trackers.get(inferior.num if inferior is not None else gdb.selected_inferior().num)
+    if found is not None:
+        found.process_exited()
+
+
+def _on_new_objfile(_event):
+    for found in _trackers.values():
+        if found.deferred:
+            found.create_deferred()
+
+
+gdb.events.exited.connect(_on_exit)
+gdb.events.new_objfile.connect(_on_new_objfile)
