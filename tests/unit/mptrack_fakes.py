@@ -201,6 +201,11 @@ class PoolImage:
         prod = (tail + len(objs)) & MASK32
         self.headtail("prod", head=prod, tail=prod)
         self.headtail("cons", head=tail & MASK32, tail=tail & MASK32)
+        if self.ops == "ring_mt_rts":
+            # struct rte_ring_rts_headtail: {cnt, pos} tail at 0 (written above), then the same for head.
+            for which, pos in (("prod", prod), ("cons", tail & MASK32)):
+                word = struct.pack("<II", pos, pos)
+                self.mem.write(self.store + ring.offset(which) + 16, word)
 
     def headtail(self, which, **fields):
         put(self.mem, self.layout, "rte_ring_headtail", self.store + self.layout["rte_ring"].offset(which), **fields)
