@@ -219,9 +219,17 @@ def scenario(request, scenarios) -> Scenario:
 
 
 @pytest.fixture(scope="session")
-def debug_gcore(session_lab, programs):
-    """(truth, core) of a gcore of the debug build, for error tests to reuse."""
-    return make_gcore(session_lab, programs["pools"].debug)
+def debug_gcore(scenarios):
+    """(truth, core) of the gcore of the debug build, for error tests to reuse."""
+    sc = scenarios("gcore", "debug")
+    return sc.truth, sc.core
+
+
+@pytest.fixture(scope="session")
+def debug_kcore(scenarios):
+    """(truth, core) of the kernel core of the debug build."""
+    sc = scenarios("kcore", "debug")
+    return sc.truth, sc.core
 
 
 @pytest.fixture

@@ -58,16 +58,32 @@ def _segment_of(core, addr):
     return None, 0
 
 
-def test_truncated_core(lab, assert_clean_error, programs, debug_gcore, tmp_path):
-    truth, core = debug_gcore
-    cut = tmp_path / "truncated.core"
+def _truncated_half(core, truth, tmp_path):
+    cut = tmp_path / f"truncated-{core.name}"
     shutil.copyfile(core, cut)
     half = os.path.getsize(cut) // 2
     os.truncate(cut, half)
     # The premise: the pools' objects are past the cut.
     offset, _ = _segment_of(core, int(truth["pools"]["cached"]["held"][0], 16))
     assert offset is not None and offset >= half, "pool memory is not in the cut-off half"
+    return cut
+
+
+def test_truncated_gcore(lab, assert_clean_error, programs, debug_gcore, tmp_path):
+    # gdb itself refuses this one (its section headers are at the end).
+    truth, core = debug_gcore
+    cut = _truncated_half(core, truth, tmp_path)
     res = lab.run_gdb(["mptrack pools"], files=[programs["pools"].debug, cut])
+    assert_clean_error(res)
+
+
+def test_truncated_kernel_core(lab, assert_clean_error, programs, debug_kcore, tmp_path):
+    # gdb opens this one with a warning; the pools' memory is just not there.
+    truth, core = debug_kcore
+    cut = _truncated_half(core, truth, tmp_path)
+    res = lab.run_gdb(["mptrack pools"], files=[programs["pools"].debug, cut])
+    assert_clean_error(res)
+    res = lab.run_gdb(["mptrack dump cached"], files=[programs["pools"].debug, cut])
     assert_clean_error(res)
 
 
