@@ -3,8 +3,8 @@
 Nothing here imports gdb_mptrack: the unit tests and the integration tests
 share only these fixtures.
 
-* ``programs`` (session): every ``tests/programs/*.c`` compiled once against the
-  installed DPDK, as ``programs["pools"].debug`` (``-g``) and ``.stripped``
+* ``programs`` (session): each ``tests/programs/NAME.c`` compiled once, on first
+  use, against the installed DPDK, as ``programs["pools"].debug`` (``-g``) and ``.stripped``
   (no ``-g``, ``strip --strip-debug``; the dynamic symbols stay, so
   ``break mptrack_checkpoint`` still works).
 * ``lab`` (function) / ``session_lab`` (session): starts programs with a unique
@@ -76,18 +76,29 @@ def _compile(source: Path, out: Path, debug: bool) -> None:
             pytest.fail(f"strip {out} failed: {res.stderr}")
 
 
+class Programs:
+    """tests/programs/NAME.c, each built on first use, debug and stripped."""
+
+    def __init__(self, outdir: Path):
+        self.outdir = outdir
+        self.built: dict[str, Program] = {}
+
+    def __getitem__(self, name: str) -> Program:
+        if name not in self.built:
+            source = PROGRAM_SOURCES / f"{name}.c"
+            if not source.exists():
+                raise KeyError(f"no test program {source}")
+            debug, stripped = self.outdir / name, self.outdir / f"{name}-stripped"
+            _compile(source, debug, debug=True)
+            _compile(source, stripped, debug=False)
+            self.built[name] = Program(name, debug, stripped)
+        return self.built[name]
+
+
 @pytest.fixture(scope="session")
-def programs(tmp_path_factory) -> dict[str, Program]:
-    """Every tests/programs/*.c, built once per session, debug and stripped."""
-    outdir = tmp_path_factory.mktemp("programs")
-    built = {}
-    for source in sorted(PROGRAM_SOURCES.glob("*.c")):
-        name = source.stem
-        debug, stripped = outdir / name, outdir / f"{name}-stripped"
-        _compile(source, debug, debug=True)
-        _compile(source, stripped, debug=False)
-        built[name] = Program(name, debug, stripped)
-    return built
+def programs(tmp_path_factory) -> Programs:
+    """``programs["pools"].debug`` / ``.stripped``: built once per session."""
+    return Programs(tmp_path_factory.mktemp("programs"))
 
 
 # --------------------------------------------------------------------------- gdb
