@@ -20,6 +20,7 @@ def main(argv=None):
     sub.add_parser("gdbinit", help="print the path of gdbinit.py to source in gdb")
     gen = sub.add_parser("gen-layout", help="write the layout table of the installed DPDK headers")
     gen.add_argument("--output", metavar="FILE", help="default: gdb_mptrack/layouts/dpdk-VERSION.json")
+    sub.add_parser("preload-path", help="print the path of the preload agent library (building it if needed)")
     args = parser.parse_args(argv)
     if args.command == "gdbinit":
         print(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gdbinit.py"))
@@ -34,6 +35,12 @@ def main(argv=None):
         with open(path, "w") as f:
             f.write(layout.to_json() + "\n")
         print("wrote %s (DPDK %s)" % (path, layout.version))
+    elif args.command == "preload-path":
+        from .agent import BuildError, preload_path
+        try:
+            print(preload_path())
+        except BuildError as e:
+            sys.exit("gdb_mptrack: cannot build the agent: %s" % e)
     else:
         parser.print_help()
     return 0

@@ -1,0 +1,1791 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (c) 2026 The gdb-mptrack authors
+ *
+ * mptrack_agent.c: the gdb-mptrack preload agent.
+ *
+ *   LD_PRELOAD=$(python3 -m gdb_mptrack preload-path) app EAL-ARGS...
+ *
+ * How it sees every get and put of a pool
+ * ---------------------------------------
+ * DPDK's gets and puts are inline functions in the application that end in
+ * rte_mempool_ops_table.ops[mp->ops_index].dequeue/.enqueue.  The table has
+ * RTE_MEMPOOL_MAX_OPS_IDX (16) slots and Debian's DPDK registers 14 drivers,
+ * so there is no room for one wrapper driver per real driver.  Instead the
+ * agent patches the function pointers of every registered ops entry in place
+ * (enqueue, dequeue, populate, dequeue_contig_blocks), keeping the originals,
+ * and each wrapper looks the pool up (a small lock-free hash of rte_mempool
+ * pointers) and tracks it or passes straight through.  Entries are patched at
+ * load time, when a driver registers later (rte_mempool_register_ops is
+ * interposed: DPDK's drivers call it through the PLT), and again whenever a
+ * pool picks its ops (rte_mempool_set_ops_byname).
+ *
+ * A pool is tracked from rte_mempool_create_empty (interposed: the calls from
+ * rte_mempool_create and rte_pktmbuf_pool_create inside DPDK go through the
+ * PLT too), which is also where its per-lcore cache is turned off: the agent
+ * passes cache_size 0, so every get and put reaches the ops.  A pool created
+ * some other way is picked up at its first populate, with its per-lcore
+ * caches neutralised (size and flush threshold 0: the inline code then goes
+ * to the ops for every object).  The populate wrapper records every object
+ * address and builds, per memory chunk, a direct map from address to object
+ * index: a get or put costs one range check, one load and one compare per
+ * object to find the shadow entry, then an atomic exchange of its state.
+ *
+ * Fast path rules: no malloc, no lock, no syscall; memory is mmap'ed when a
+ * pool is created and populated; stacks are stored once in a lock-free hash.
+ * A thread-local flag makes the agent recursion-safe (an event seen while the
+ * agent is busy on the same thread is tracked without a backtrace).
+ *
+ * The tables are documented in mptrack_agent.h and start at the exported
+ * symbol mptrack_agent_tables.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_memory.h>
+#include <rte_mempool.h>
+#include <rte_version.h>
+
+#include "mptrack_agent.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define HIDDEN __attribute__((visibility("hidden")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+#define A_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define A_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define A_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
+#define A_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define A_CAS(p, e, v) __atomic_compare_exchange_n((p), (e), (v), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+
+/* ------------------------------------------------------------------ tables */
+
+EXPORT struct mptrack_tables mptrack_agent_tables;
+#define T mptrack_agent_tables
+
+enum unwinder { UNW_NONE, UNW_CALLER, UNW_LIBUNWIND, UNW_GLIBC, UNW_FP };
+static const char *const unwinder_names[] = {"none", "caller", "libunwind", "glibc", "fp"};
+
+static struct {
+	int ready;
+	char *pools;            /* MPTRACK_POOLS, comma-separated globs; NULL: all */
+	unsigned int depth;     /* MPTRACK_BT_DEPTH */
+	unsigned int sample;    /* MPTRACK_BT_SAMPLE */
+	int on_error;
+	int malloc_on;
+	char *dump_path;
+	char *log_path;
+	enum unwinder unwinder;
+	int (*unw_backtrace)(void **, int);
+	int verbose;
+} cfg;
+
+static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faults */
+
+static TLS int tls_busy;          /* inside the agent on this thread */
+static TLS unsigned int tls_sample;
+static TLS unsigned int tls_lcore = 0xffffffffu;  /* cached rte_lcore_id() */
+static TLS uintptr_t tls_stack_lo, tls_stack_hi;  /* fp unwinder bounds */
+
+/* ------------------------------------------------------------- messages */
+
+static void
+write_all(int fd, const char *s, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Not for signal handlers: uses vsnprintf. */
+static void __attribute__((format(printf, 1, 2)))
+say(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	write_all(2, buf, (size_t)n);
+}
+
+/* --------------------------------------------------------------- config */
+
+static const char *
+env2(const char *name, const char *alias)
+{
+	const char *v = getenv(name);
+
+	if ((v == NULL || *v == '\0') && alias != NULL)
+		v = getenv(alias);
+	return (v != NULL && *v != '\0') ? v : NULL;
+}
+
+static unsigned long
+env_ulong(const char *name, const char *alias, unsigned long dflt, unsigned long max)
+{
+	const char *v = env2(name, alias);
+	char *end;
+	unsigned long n;
+
+	if (v == NULL)
+		return dflt;
+	errno = 0;
+	n = strtoul(v, &end, 0);
+	if (errno != 0 || *end != '\0' || n > max) {
+		say("mptrack-agent: ignoring %s=%s (want 0..%lu)\n", name, v, max);
+		return dflt;
+	}
+	return n;
+}
+
+static void *
+map_anon(size_t size, int shared)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void stacks_init(unsigned long capacity);
+static void malloc_init(unsigned long capacity);
+static void dump_init(void);
+static void log_init(void);
+static void patch_all_ops(void);
+
+static void
+config_init(void)
+{
+	const char *v;
+
+	if (cfg.ready)
+		return;
+	cfg.ready = 1;
+	memcpy(T.magic, MPTRACK_TABLES_MAGIC, sizeof(MPTRACK_TABLES_MAGIC));
+	T.header_size = sizeof(struct mptrack_tables);
+	T.pool_size = sizeof(struct mptrack_pool);
+	T.obj_size = sizeof(struct mptrack_obj);
+	T.chunk_size = sizeof(struct mptrack_chunk);
+	T.fault_size = sizeof(struct mptrack_fault);
+	T.max_pools = MPTRACK_MAX_POOLS;
+	T.pid = getpid();
+	T.start_tsc = rte_rdtsc();
+
+	v = env2("MPTRACK_POOLS", "RTE_MP_TRACK_NAME");
+	if (v != NULL && strcmp(v, "*") != 0)
+		cfg.pools = strdup(v);
+	cfg.depth = (unsigned int)env_ulong("MPTRACK_BT_DEPTH", "RTE_MP_TRACK_NUM_BT", 8,
+					    MPTRACK_MAX_DEPTH);
+	cfg.sample = (unsigned int)env_ulong("MPTRACK_BT_SAMPLE", NULL, 1, 1u << 30);
+	if (cfg.sample == 0)
+		cfg.sample = 1;
+	cfg.verbose = (int)env_ulong("MPTRACK_VERBOSE", NULL, 0, 9);
+	v = env2("MPTRACK_ON_ERROR", NULL);
+	if (v == NULL || strcmp(v, "abort") == 0)
+		cfg.on_error = MPTRACK_ON_ERROR_ABORT;
+	else if (strcmp(v, "trap") == 0)
+		cfg.on_error = MPTRACK_ON_ERROR_TRAP;
+	else if (strcmp(v, "log") == 0)
+		cfg.on_error = MPTRACK_ON_ERROR_LOG;
+	else {
+		say("mptrack-agent: ignoring MPTRACK_ON_ERROR=%s (want abort, trap or log)\n", v);
+		cfg.on_error = MPTRACK_ON_ERROR_ABORT;
+	}
+	cfg.malloc_on = env2("MPTRACK_MALLOC", NULL) != NULL &&
+			strcmp(env2("MPTRACK_MALLOC", NULL), "0") != 0;
+	if ((v = env2("MPTRACK_DUMP", NULL)) != NULL)
+		cfg.dump_path = strdup(v);
+	if ((v = env2("MPTRACK_LOG", NULL)) != NULL)
+		cfg.log_path = strdup(v);
+
+	/* the unwinder for depth > 1 */
+	cfg.unwinder = cfg.depth == 0 ? UNW_NONE : cfg.depth == 1 ? UNW_CALLER : UNW_LIBUNWIND;
+	v = env2("MPTRACK_UNWIND", NULL);
+	if (cfg.depth > 1 && v != NULL) {
+		if (strcmp(v, "glibc") == 0)
+			cfg.unwinder = UNW_GLIBC;
+		else if (strcmp(v, "fp") == 0)
+			cfg.unwinder = UNW_FP;
+		else if (strcmp(v, "caller") == 0)
+			cfg.unwinder = UNW_CALLER;
+		else if (strcmp(v, "libunwind") != 0)
+			say("mptrack-agent: ignoring MPTRACK_UNWIND=%s "
+			    "(want libunwind, glibc, fp or caller)\n", v);
+	}
+	if (cfg.unwinder == UNW_LIBUNWIND) {
+		void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+		if (h != NULL)
+			cfg.unw_backtrace = (int (*)(void **, int))dlsym(h, "unw_backtrace");
+		if (cfg.unw_backtrace == NULL) {
+			if (v != NULL)
+				say("mptrack-agent: libunwind.so.8 not found, using glibc's backtrace()\n");
+			cfg.unwinder = UNW_GLIBC;
+		}
+	}
+	if (cfg.unwinder == UNW_GLIBC) {
+		void *b[2];
+		backtrace(b, 2);  /* loads libgcc_s now, not on the fast path */
+	}
+	T.bt_depth = cfg.depth;
+	T.bt_sample = cfg.sample;
+	T.on_error = (uint32_t)cfg.on_error;
+	if (cfg.depth > 0)
+		stacks_init(env_ulong("MPTRACK_STACKS", NULL, 1u << 16, 1u << 28));
+	if (cfg.malloc_on)
+		malloc_init(env_ulong("MPTRACK_MALLOC_BLOCKS", NULL, 1u << 18, 1u << 28));
+	if (cfg.dump_path != NULL)
+		dump_init();
+	if (cfg.log_path != NULL)
+		log_init();
+	if (cfg.verbose)
+		say("mptrack-agent: [%d] pools %s, depth %u (%s), sample %u, on error %s\n",
+		    (int)getpid(), cfg.pools ? cfg.pools : "*", cfg.depth, unwinder_names[cfg.unwinder],
+		    cfg.sample, cfg.on_error == MPTRACK_ON_ERROR_ABORT ? "abort" :
+		    cfg.on_error == MPTRACK_ON_ERROR_TRAP ? "trap" : "log");
+}
+
+static int
+pool_wanted(const char *name)
+{
+	char *list, *save = NULL, *tok;
+	int hit = 0;
+
+	if (cfg.pools == NULL)
+		return 1;
+	list = strdup(cfg.pools);
+	if (list == NULL)
+		return 0;
+	for (tok = strtok_r(list, ",", &save); tok != NULL && !hit; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		if (fnmatch(tok, name, 0) == 0)
+			hit = 1;
+	}
+	free(list);
+	return hit;
+}
+
+/* --------------------------------------------------------------- stacks */
+
+static unsigned char *stack_base;   /* T.stacks */
+static uint32_t stack_mask;
+
+static void
+stacks_init(unsigned long capacity)
+{
+	size_t rec = sizeof(struct mptrack_stack) + 8 * (size_t)cfg.depth;
+	unsigned long cap = 1;
+
+	while (cap < capacity)
+		cap <<= 1;
+	stack_base = map_anon(cap * rec, 0);
+	if (stack_base == NULL) {
+		say("mptrack-agent: cannot map the stack table (%lu records): no backtraces\n", cap);
+		cfg.depth = 0;
+		cfg.unwinder = UNW_NONE;
+		T.bt_depth = 0;
+		return;
+	}
+	stack_mask = (uint32_t)(cap - 1);
+	T.stack_record_size = (uint32_t)rec;
+	T.stacks_capacity = (uint32_t)cap;
+	T.stacks = (uint64_t)(uintptr_t)stack_base;
+}
+
+static inline struct mptrack_stack *
+stack_rec(uint32_t i)
+{
+	return (struct mptrack_stack *)(stack_base + (size_t)i * T.stack_record_size);
+}
+
+static inline uint64_t
+mix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
+}
+
+static inline uint64_t
+stack_hash(const uint64_t *f, unsigned int n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+
+	for (unsigned int i = 0; i < n; i++)
+		h = mix64(h ^ f[i]) + i;
+	h &= ~(1ull << 63);
+	return h ? h : 1;
+}
+
+/* Per-thread memo of recent stacks: hash -> id. */
+#define MEMO 64
+static TLS struct { uint64_t hash; uint32_t id; } tls_memo[MEMO];
+
+static uint32_t
+stack_intern(const uint64_t *f, unsigned int n)
+{
+	uint64_t h, want;
+	uint32_t i;
+
+	if (n == 0 || stack_base == NULL)
+		return 0;
+	h = stack_hash(f, n);
+	if (tls_memo[h & (MEMO - 1)].hash == h)
+		return tls_memo[h & (MEMO - 1)].id;
+	i = (uint32_t)h & stack_mask;
+	for (unsigned int probe = 0; probe < 128; probe++, i = (i + 1) & stack_mask) {
+		struct mptrack_stack *r = stack_rec(i);
+		uint64_t cur = A_LOAD(&r->hash);
+
+		if (cur == 0) {
+			want = 0;
+			if (A_CAS(&r->hash, &want, h | (1ull << 63))) {
+				r->depth = n;
+				memcpy(r + 1, f, 8 * (size_t)n);
+				A_STORE(&r->hash, h);
+				A_ADD(&T.stacks_used, 1);
+				goto found;
+			}
+			cur = want;
+		}
+		if (cur == h && r->depth == n && memcmp(r + 1, f, 8 * (size_t)n) == 0)
+			goto found;
+		continue;
+found:
+		tls_memo[h & (MEMO - 1)].hash = h;
+		tls_memo[h & (MEMO - 1)].id = i + 1;
+		return i + 1;
+	}
+	A_ADD(&T.stacks_dropped, 1);
+	return 0;
+}
+
+static int
+stack_frames(uint32_t id, uint64_t *out)
+{
+	struct mptrack_stack *r;
+
+	if (id == 0 || stack_base == NULL || id > T.stacks_capacity)
+		return 0;
+	r = stack_rec(id - 1);
+	if (A_LOAD(&r->hash) == 0 || (A_LOAD(&r->hash) >> 63))
+		return 0;
+	memcpy(out, r + 1, 8 * (size_t)r->depth);
+	return (int)r->depth;
+}
+
+static void
+stack_bounds(void)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+
+	tls_stack_lo = 1;
+	if (pthread_getattr_np(pthread_self(), &a) == 0) {
+		if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+			tls_stack_lo = (uintptr_t)addr;
+			tls_stack_hi = (uintptr_t)addr + size;
+		}
+		pthread_attr_destroy(&a);
+	}
+}
+
+/* Frame-pointer walk from our own frame, bounded by the thread's stack. */
+static __attribute__((noinline)) int
+fp_backtrace(void **buf, int max)
+{
+	uintptr_t *fp = __builtin_frame_address(0);
+	int n = 0;
+
+	if (UNLIKELY(tls_stack_lo == 0))
+		stack_bounds();
+	while (n < max) {
+		uintptr_t *next;
+
+		if ((uintptr_t)fp < tls_stack_lo || (uintptr_t)fp + 16 > tls_stack_hi ||
+		    ((uintptr_t)fp & 7) != 0)
+			break;
+		buf[n++] = (void *)fp[1];
+		next = (uintptr_t *)fp[0];
+		if (next <= fp)
+			break;
+		fp = next;
+	}
+	return n;
+}
+
+/*
+ * The stack of the event whose first frame (the return address into the
+ * program) is ra: frames innermost first, at most cfg.depth.
+ */
+static __attribute__((noinline)) unsigned int
+capture(void *ra, uint64_t *out, int full)
+{
+	void *buf[MPTRACK_MAX_DEPTH + 8];
+	int n = 0, start = -1;
+
+	if (!full || cfg.unwinder == UNW_CALLER) {
+		out[0] = (uint64_t)(uintptr_t)ra;
+		return 1;
+	}
+	switch (cfg.unwinder) {
+	case UNW_LIBUNWIND:
+		n = cfg.unw_backtrace(buf, (int)cfg.depth + 6);
+		break;
+	case UNW_GLIBC:
+		n = backtrace(buf, (int)cfg.depth + 6);
+		break;
+	case UNW_FP:
+		n = fp_backtrace(buf, (int)cfg.depth + 6);
+		break;
+	default:
+		break;
+	}
+	for (int i = 0; i < n && i < 8; i++)
+		if (buf[i] == ra) {
+			start = i;
+			break;
+		}
+	if (start < 0) {
+		out[0] = (uint64_t)(uintptr_t)ra;
+		return 1;
+	}
+	n -= start;
+	if (n > (int)cfg.depth)
+		n = (int)cfg.depth;
+	for (int i = 0; i < n; i++)
+		out[i] = (uint64_t)(uintptr_t)buf[start + i];
+	return (unsigned int)n;
+}
+
+/* The stack id of an event; sampled events get the caller only. */
+static inline uint32_t
+event_stack(void *ra, int nested)
+{
+	uint64_t f[MPTRACK_MAX_DEPTH];
+	unsigned int n;
+	int full = !nested;  /* the unwinder may not be re-entrant */
+
+	if (cfg.depth == 0)
+		return 0;
+	if (cfg.sample > 1) {
+		if (++tls_sample >= cfg.sample)
+			tls_sample = 0;
+		else
+			full = 0;
+	}
+	if (cfg.depth == 1 || !full) {
+		f[0] = (uint64_t)(uintptr_t)ra;
+		return stack_intern(f, 1);
+	}
+	n = capture(ra, f, 1);
+	return stack_intern(f, n);
+}
+
+static inline uint16_t
+cur_lcore(void)
+{
+	unsigned int l = tls_lcore;
+
+	if (UNLIKELY(l == 0xffffffffu)) {
+		l = rte_lcore_id();
+		if (l != LCORE_ID_ANY)
+			tls_lcore = l;
+	}
+	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
+}
+
+/* ---------------------------------------------------------------- pools */
+
+#define MAP_SLOTS 1024
+static struct {
+	uintptr_t mp;                   /* key; never cleared */
+	struct mptrack_pool *pool;      /* NULL: not tracked (any more) */
+} pool_map[MAP_SLOTS];
+
+static inline uint32_t
+mp_slot(uintptr_t mp)
+{
+	return (uint32_t)((mp >> 6) * 0x9e3779b97f4a7c15ull >> 54) & (MAP_SLOTS - 1);
+}
+
+static inline struct mptrack_pool *
+pool_lookup(const struct rte_mempool *mp)
+{
+	uintptr_t key = (uintptr_t)mp;
+	uint32_t i = mp_slot(key);
+
+	for (unsigned int probe = 0; probe < MAP_SLOTS; probe++, i = (i + 1) & (MAP_SLOTS - 1)) {
+		uintptr_t k = A_LOAD(&pool_map[i].mp);
+		if (k == key)
+			return A_LOAD(&pool_map[i].pool);
+		if (k == 0)
+			return NULL;
+	}
+	return NULL;
+}
+
+/* Under slow_lock. */
+static int
+pool_map_set(const struct rte_mempool *mp, struct mptrack_pool *p)
+{
+	uintptr_t key = (uintptr_t)mp;
+	uint32_t i = mp_slot(key);
+
+	for (unsigned int probe = 0; probe < MAP_SLOTS; probe++, i = (i + 1) & (MAP_SLOTS - 1)) {
+		uintptr_t k = pool_map[i].mp;
+		if (k == key || k == 0) {
+			A_STORE(&pool_map[i].pool, p);
+			if (k == 0)
+				A_STORE(&pool_map[i].mp, key);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static inline struct mptrack_obj *
+pool_objs(const struct mptrack_pool *p)
+{
+	return (struct mptrack_obj *)(uintptr_t)p->objs;
+}
+
+static inline struct mptrack_chunk *
+pool_chunks(const struct mptrack_pool *p)
+{
+	return (struct mptrack_chunk *)(uintptr_t)p->chunks;
+}
+
+/* The shadow entry of the object that starts at addr, or NULL. */
+static inline struct mptrack_obj *
+obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
+{
+	uint32_t n = A_LOAD(&p->nchunks);
+	const struct mptrack_chunk *c = pool_chunks(p);
+
+	for (uint32_t k = 0; k < n; k++, c++) {
+		uintptr_t off = addr - (uintptr_t)c->base;
+		if (off < c->len) {
+			uint32_t v = ((const uint32_t *)(uintptr_t)c->map)[off >> p->shift];
+			if (v != 0) {
+				struct mptrack_obj *o = &pool_objs(p)[v - 1];
+				if (o->addr == addr)
+					return o;
+			}
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static size_t
+pool_record_size(uint32_t capacity, uint32_t max_chunks)
+{
+	size_t sz = sizeof(struct mptrack_pool);
+
+	sz = (sz + 63) & ~(size_t)63;
+	sz += (size_t)capacity * sizeof(struct mptrack_obj);
+	sz = (sz + 63) & ~(size_t)63;
+	sz += (size_t)max_chunks * sizeof(struct mptrack_chunk);
+	return sz;
+}
+
+/* Is the pool's memory (its header, from DPDK's memory) a shared mapping? */
+static int
+addr_is_shared(const void *addr)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "re");
+	int shared = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 &&
+		    (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+			shared = perms[3] == 's';
+			break;
+		}
+	}
+	fclose(f);
+	return shared;
+}
+
+/* Start tracking mp (under slow_lock). */
+static struct mptrack_pool *
+pool_track(struct rte_mempool *mp, uint32_t asked_cache)
+{
+	struct mptrack_pool *p;
+	uint32_t max_chunks = 256, slot;
+	size_t total = (size_t)mp->header_size + mp->elt_size + mp->trailer_size;
+	int shared;
+
+	for (slot = 0; slot < MPTRACK_MAX_POOLS; slot++)
+		if (T.pools[slot] == 0)
+			break;
+	if (slot == MPTRACK_MAX_POOLS) {
+		say("mptrack-agent: more than %d tracked pools: pool \"%s\" is not tracked\n",
+		    MPTRACK_MAX_POOLS, mp->name);
+		return NULL;
+	}
+	shared = addr_is_shared(mp);
+	p = map_anon(pool_record_size(mp->size, max_chunks), shared);
+	if (p != NULL)
+		p->shared = (uint32_t)shared;
+	if (p == NULL) {
+		say("mptrack-agent: no memory to track pool \"%s\" (%u objects)\n", mp->name, mp->size);
+		return NULL;
+	}
+	memcpy(p->magic, MPTRACK_POOL_MAGIC, sizeof(MPTRACK_POOL_MAGIC));
+	p->mp = (uint64_t)(uintptr_t)mp;
+	snprintf(p->name, sizeof(p->name), "%s", mp->name);
+	p->live = 1;
+	p->capacity = mp->size;
+	p->shift = 3;
+	while (p->shift < 20 && (2ull << p->shift) <= total)
+		p->shift++;
+	p->objs = (uint64_t)(uintptr_t)p + ((sizeof(*p) + 63) & ~(size_t)63);
+	p->chunks = p->objs + (((size_t)mp->size * sizeof(struct mptrack_obj) + 63) & ~(size_t)63);
+	p->max_chunks = max_chunks;
+	p->ops_index = (uint32_t)mp->ops_index;
+	p->cache_size = asked_cache;
+	p->elt_size = mp->elt_size;
+	p->header_size = mp->header_size;
+	p->trailer_size = mp->trailer_size;
+	p->create_tsc = rte_rdtsc();
+	if (T.tsc_hz == 0)
+		T.tsc_hz = rte_get_tsc_hz();
+	if (pool_map_set(mp, p) != 0) {
+		munmap(p, pool_record_size(mp->size, max_chunks));
+		say("mptrack-agent: pool map full: pool \"%s\" is not tracked\n", mp->name);
+		return NULL;
+	}
+	A_STORE(&T.pools[slot], (uint64_t)(uintptr_t)p);
+	if (cfg.verbose)
+		say("mptrack-agent: tracking pool \"%s\" (%u objects, cache %u -> 0)\n",
+		    mp->name, mp->size, asked_cache);
+	return p;
+}
+
+/* Stop tracking mp and release its tables (under slow_lock). */
+static void
+pool_untrack(struct rte_mempool *mp)
+{
+	struct mptrack_pool *p = pool_lookup(mp);
+
+	if (p == NULL)
+		return;
+	pool_map_set(mp, NULL);
+	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++)
+		if (T.pools[s] == (uint64_t)(uintptr_t)p)
+			A_STORE(&T.pools[s], 0);
+	A_STORE(&p->live, 0);
+	for (uint32_t k = 0; k < p->nchunks; k++) {
+		struct mptrack_chunk *c = &pool_chunks(p)[k];
+		munmap((void *)(uintptr_t)c->map, ((c->len >> p->shift) + 1) * 4);
+	}
+	munmap(p, pool_record_size(p->capacity, p->max_chunks));
+}
+
+/* A pool created before the agent saw it: turn its per-lcore caches off. */
+static void
+neutralise_caches(struct rte_mempool *mp)
+{
+	if (mp->cache_size == 0 || mp->local_cache == NULL)
+		return;
+	for (unsigned int l = 0; l < RTE_MAX_LCORE; l++) {
+		struct rte_mempool_cache *c = &mp->local_cache[l];
+		if (c->len != 0)
+			rte_mempool_ops_enqueue_bulk(mp, c->objs, c->len);
+		c->len = 0;
+		c->size = 0;
+		c->flushthresh = 0;
+	}
+}
+
+/* ----------------------------------------------------------------- faults */
+
+static const char *const fault_names[] = {
+	[MPTRACK_FAULT_DUPLICATE_FREE] = "duplicate free",
+	[MPTRACK_FAULT_FOREIGN_FREE] = "foreign free",
+	[MPTRACK_FAULT_STRAY_FREE] = "stray free",
+	[MPTRACK_FAULT_DUPLICATE_ALLOC] = "duplicate alloc",
+};
+
+struct buf {
+	char s[16384];
+	size_t n;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+bprintf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->n >= sizeof(b->s))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->s + b->n, sizeof(b->s) - b->n, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		b->n += (size_t)n;
+	if (b->n > sizeof(b->s))
+		b->n = sizeof(b->s);
+}
+
+static void
+print_frames(struct buf *b, const uint64_t *f, int n)
+{
+	for (int i = 0; i < n; i++) {
+		Dl_info di;
+		uintptr_t pc = (uintptr_t)f[i];
+
+		/* a return address: look up the call instruction before it */
+		if (dladdr((void *)(pc - 1), &di) != 0 && di.dli_fname != NULL) {
+			if (di.dli_sname != NULL)
+				bprintf(b, "    #%d 0x%" PRIxPTR " %s+0x%" PRIxPTR " (%s)\n", i, pc,
+					di.dli_sname, pc - (uintptr_t)di.dli_saddr, di.dli_fname);
+			else
+				bprintf(b, "    #%d 0x%" PRIxPTR " (%s+0x%" PRIxPTR ")\n", i, pc,
+					di.dli_fname, pc - (uintptr_t)di.dli_fbase);
+		} else {
+			bprintf(b, "    #%d 0x%" PRIxPTR "\n", i, pc);
+		}
+	}
+}
+
+static void
+print_stack(struct buf *b, const char *what, uint32_t id, uint16_t lcore, int have)
+{
+	uint64_t f[MPTRACK_MAX_DEPTH];
+	int n;
+
+	if (!have) {
+		bprintf(b, "  %s: none recorded\n", what);
+		return;
+	}
+	if (lcore == MPTRACK_LCORE_NONE)
+		bprintf(b, "  %s (non-EAL thread):\n", what);
+	else
+		bprintf(b, "  %s (lcore %u):\n", what, lcore);
+	n = stack_frames(id, f);
+	if (n == 0)
+		bprintf(b, "    (no backtrace recorded)\n");
+	print_frames(b, f, n);
+}
+
+struct find_ctx {
+	uintptr_t addr;
+	uintptr_t obj;          /* object start containing addr, 0 none */
+	struct rte_mempool *mp;
+};
+
+static void
+find_obj_cb(struct rte_mempool *mp, void *opaque, void *obj, unsigned int idx)
+{
+	struct find_ctx *c = opaque;
+	uintptr_t o = (uintptr_t)obj;
+
+	(void)idx;
+	if (c->obj == 0 && c->addr >= o - mp->header_size && c->addr < o + mp->elt_size + mp->trailer_size) {
+		c->obj = o;
+		c->mp = mp;
+	}
+}
+
+static void
+find_pool_cb(struct rte_mempool *mp, void *opaque)
+{
+	struct find_ctx *c = opaque;
+	struct rte_mempool_memhdr *m;
+
+	if (c->mp != NULL)
+		return;
+	STAILQ_FOREACH(m, &mp->mem_list, next) {
+		uintptr_t lo = (uintptr_t)m->addr;
+		if (c->addr >= lo && c->addr < lo + m->len) {
+			rte_mempool_obj_iter(mp, find_obj_cb, c);
+			if (c->mp == NULL)
+				c->mp = mp;  /* in the pool's memory, not in an object */
+			return;
+		}
+	}
+}
+
+static void
+fault_action(void)
+{
+	switch (cfg.on_error) {
+	case MPTRACK_ON_ERROR_TRAP:
+		raise(SIGTRAP);
+		break;
+	case MPTRACK_ON_ERROR_LOG:
+		break;
+	default:
+		abort();
+	}
+}
+
+/*
+ * Report a fault.  o: the shadow entry (NULL for foreign and stray frees).
+ * ra: the return address into the program; the report captures the full
+ * stack of this event whatever the sampling.
+ */
+static __attribute__((noinline, cold)) void
+fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, void *ra)
+{
+	static struct buf b;
+	uint64_t f[MPTRACK_MAX_DEPTH];
+	struct find_ctx where = {.addr = addr};
+	uint32_t sid = 0, prev_free = o ? o->free_stack : 0, prev_alloc = o ? o->alloc_stack : 0;
+	uint16_t lcore = cur_lcore();
+	uint64_t seq;
+	struct mptrack_fault *rec;
+	const char *verb = kind == MPTRACK_FAULT_DUPLICATE_ALLOC ? "alloc" : "free";
+	struct rte_mempool *mp = (struct rte_mempool *)(uintptr_t)p->mp;
+
+	if (cfg.depth > 0) {
+		unsigned int n = cfg.depth == 1 ? (f[0] = (uint64_t)(uintptr_t)ra, 1) :
+				 capture(ra, f, tls_busy <= 1);
+		sid = stack_intern(f, n);
+	}
+	tls_busy++;
+	if (kind == MPTRACK_FAULT_FOREIGN_FREE || kind == MPTRACK_FAULT_STRAY_FREE) {
+		/* tracked pools first: an exact object start is a foreign free */
+		for (uint32_t s = 0; s < MPTRACK_MAX_POOLS && where.mp == NULL; s++) {
+			struct mptrack_pool *q = (struct mptrack_pool *)(uintptr_t)A_LOAD(&T.pools[s]);
+			if (q != NULL && q != p && obj_lookup(q, addr) != NULL) {
+				where.mp = (struct rte_mempool *)(uintptr_t)q->mp;
+				where.obj = addr;
+			}
+		}
+		if (where.mp == NULL)
+			rte_mempool_walk(find_pool_cb, &where);
+		kind = (where.mp != NULL && where.mp != mp && where.obj == addr) ?
+			MPTRACK_FAULT_FOREIGN_FREE : MPTRACK_FAULT_STRAY_FREE;
+	}
+
+	pthread_mutex_lock(&slow_lock);
+	seq = ++T.nfaults;
+	A_ADD(&p->faults, 1);
+	rec = &T.faults[(seq - 1) % MPTRACK_FAULT_RING];
+	rec->seq = 0;
+	rec->kind = (uint32_t)kind;
+	rec->lcore = lcore;
+	rec->pool = (uint64_t)(uintptr_t)p;
+	rec->obj = addr;
+	rec->other_pool = (uint64_t)(uintptr_t)where.mp;
+	rec->stack = sid;
+	rec->prev_free_stack = prev_free;
+	rec->prev_alloc_stack = prev_alloc;
+	rec->tsc = rte_rdtsc();
+	A_STORE(&rec->seq, seq);
+
+	b.n = 0;
+	bprintf(&b, "mptrack: %s: pool \"%s\" ", fault_names[kind], p->name);
+	switch (kind) {
+	case MPTRACK_FAULT_DUPLICATE_FREE:
+	case MPTRACK_FAULT_DUPLICATE_ALLOC:
+		bprintf(&b, "object 0x%" PRIxPTR " (index %ld) %s while %s\n", addr,
+			(long)(o - pool_objs(p)), kind == MPTRACK_FAULT_DUPLICATE_FREE ?
+			"freed" : "handed out", kind == MPTRACK_FAULT_DUPLICATE_FREE ?
+			"already free" : "already in use");
+		break;
+	case MPTRACK_FAULT_FOREIGN_FREE:
+		bprintf(&b, "object 0x%" PRIxPTR " belongs to pool \"%s\"\n", addr, where.mp->name);
+		break;
+	default:
+		if (where.mp != NULL && where.obj != 0)
+			bprintf(&b, "pointer 0x%" PRIxPTR " is not an object: it is inside object 0x%"
+				PRIxPTR " (offset %+ld) of pool \"%s\"\n", addr, where.obj,
+				(long)(addr - where.obj), where.mp->name);
+		else if (where.mp != NULL)
+			bprintf(&b, "pointer 0x%" PRIxPTR " is not an object: it is in the memory of "
+				"pool \"%s\" between objects\n", addr, where.mp->name);
+		else
+			bprintf(&b, "pointer 0x%" PRIxPTR " is not an object of any pool\n", addr);
+	}
+	{
+		char what[32];
+		snprintf(what, sizeof(what), "this %s", verb);
+		print_stack(&b, what, sid, lcore, 1);
+	}
+	if (kind == MPTRACK_FAULT_DUPLICATE_FREE) {
+		print_stack(&b, "previous free", prev_free, o->free_lcore, o->free_tsc != 0);
+		print_stack(&b, "last alloc", prev_alloc, o->alloc_lcore, o->alloc_tsc != 0);
+	} else if (kind == MPTRACK_FAULT_DUPLICATE_ALLOC) {
+		print_stack(&b, "previous alloc", prev_alloc, o->alloc_lcore, o->alloc_tsc != 0);
+		print_stack(&b, "last free", prev_free, o->free_lcore, o->free_tsc != 0);
+	}
+	write_all(2, b.s, b.n);
+	pthread_mutex_unlock(&slow_lock);
+	tls_busy--;
+	fault_action();
+}
+
+/* --------------------------------------------------------------- tracking */
+
+static inline void
+track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
+{
+	uint32_t sid;
+	uint16_t lcore = cur_lcore();
+	uint64_t now = rte_rdtsc();
+	int nested = tls_busy++;
+
+	sid = event_stack(ra, nested);
+	for (unsigned int i = 0; i < n; i++) {
+		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)objs[i]);
+		if (UNLIKELY(o == NULL))
+			continue;  /* the driver handed out something never populated */
+		if (UNLIKELY(A_XCHG(&o->state, MPTRACK_STATE_IN_USE) == MPTRACK_STATE_IN_USE))
+			fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, (uintptr_t)objs[i], o, ra);
+		o->alloc_stack = sid;
+		o->alloc_lcore = lcore;
+		o->alloc_tsc = now;
+		o->allocs++;
+	}
+	tls_busy--;
+}
+
+static inline void
+track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
+{
+	uint32_t sid;
+	uint16_t lcore = cur_lcore();
+	uint64_t now = rte_rdtsc();
+	int nested = tls_busy++;
+
+	sid = event_stack(ra, nested);
+	for (unsigned int i = 0; i < n; i++) {
+		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)objs[i]);
+		if (UNLIKELY(o == NULL)) {
+			fault(MPTRACK_FAULT_STRAY_FREE, p, (uintptr_t)objs[i], NULL, ra);
+			continue;
+		}
+		if (UNLIKELY(A_XCHG(&o->state, MPTRACK_STATE_FREE) == MPTRACK_STATE_FREE)) {
+			fault(MPTRACK_FAULT_DUPLICATE_FREE, p, (uintptr_t)objs[i], o, ra);
+			continue;
+		}
+		o->free_stack = sid;
+		o->free_lcore = lcore;
+		o->free_tsc = now;
+	}
+	tls_busy--;
+}
+
+/* ------------------------------------------------------------ ops wrappers */
+
+static struct rte_mempool_ops orig_ops[RTE_MEMPOOL_MAX_OPS_IDX];
+static int patched[RTE_MEMPOOL_MAX_OPS_IDX];
+
+static int
+w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
+{
+	struct mptrack_pool *p = pool_lookup(mp);
+
+	if (p != NULL)
+		track_put(p, objs, n, __builtin_return_address(0));
+	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
+}
+
+static int
+w_dequeue(struct rte_mempool *mp, void **objs, unsigned int n)
+{
+	struct mptrack_pool *p = pool_lookup(mp);
+	int ret;
+
+	/*
+	 * A get of 0 objects succeeds from a per-lcore cache, but most drivers
+	 * fail it: keep the cached behaviour of a pool whose cache we turned off.
+	 */
+	if (UNLIKELY(n == 0) && p != NULL && p->cache_size != 0)
+		return 0;
+	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
+	if (ret == 0 && p != NULL)
+		track_get(p, objs, n, __builtin_return_address(0));
+	return ret;
+}
+
+static int
+w_dequeue_contig_blocks(struct rte_mempool *mp, void **first, unsigned int n)
+{
+	int ret = orig_ops[mp->ops_index].dequeue_contig_blocks(mp, first, n);
+	struct mptrack_pool *p;
+
+	if (ret == 0 && (p = pool_lookup(mp)) != NULL) {
+		struct rte_mempool_info info;
+		size_t stride = (size_t)mp->header_size + mp->elt_size + mp->trailer_size;
+		if (orig_ops[mp->ops_index].get_info == NULL ||
+		    orig_ops[mp->ops_index].get_info(mp, &info) != 0)
+			return ret;
+		for (unsigned int b = 0; b < n; b++)
+			for (unsigned int j = 0; j < info.contig_block_size; j++) {
+				void *obj = (char *)first[b] + j * stride;
+				track_get(p, &obj, 1, __builtin_return_address(0));
+			}
+	}
+	return ret;
+}
+
+struct populate_ctx {
+	struct mptrack_pool *p;
+	struct mptrack_chunk *chunk;
+	rte_mempool_populate_obj_cb_t *cb;
+	void *arg;
+};
+
+static void
+populate_cb(struct rte_mempool *mp, void *opaque, void *vaddr, rte_iova_t iova)
+{
+	struct populate_ctx *c = opaque;
+	struct mptrack_pool *p = c->p;
+	uintptr_t addr = (uintptr_t)vaddr;  /* the object (its header is before it) */
+	uintptr_t off = addr - (uintptr_t)c->chunk->base;
+
+	if (p->nobjs < p->capacity && off < c->chunk->len) {
+		struct mptrack_obj *o = &pool_objs(p)[p->nobjs];
+		o->addr = addr;
+		o->state = MPTRACK_STATE_NEW;
+		((uint32_t *)(uintptr_t)c->chunk->map)[off >> p->shift] = p->nobjs + 1;
+		c->chunk->count++;
+		A_STORE(&p->nobjs, p->nobjs + 1);
+	}
+	c->cb(mp, c->arg, vaddr, iova);
+}
+
+static int
+w_populate(struct rte_mempool *mp, unsigned int max_objs, void *vaddr, rte_iova_t iova,
+	   size_t len, rte_mempool_populate_obj_cb_t *obj_cb, void *obj_cb_arg)
+{
+	rte_mempool_populate_t orig = orig_ops[mp->ops_index].populate;
+	struct mptrack_pool *p = pool_lookup(mp);
+	struct populate_ctx ctx = {.cb = obj_cb, .arg = obj_cb_arg};
+	struct mptrack_chunk *c;
+	void *map;
+
+	if (orig == NULL)
+		orig = rte_mempool_op_populate_default;
+	if (p == NULL && mp->populated_size == 0 && !tls_busy && pool_wanted(mp->name)) {
+		/* created before the agent could see it: track it from here */
+		pthread_mutex_lock(&slow_lock);
+		p = pool_lookup(mp);
+		if (p == NULL && (p = pool_track(mp, mp->cache_size)) != NULL)
+			neutralise_caches(mp);
+		pthread_mutex_unlock(&slow_lock);
+	}
+	if (p == NULL)
+		return orig(mp, max_objs, vaddr, iova, len, obj_cb, obj_cb_arg);
+	if (p->nchunks == p->max_chunks ||
+	    (map = map_anon(((len >> p->shift) + 1) * 4, (int)p->shared)) == NULL) {
+		say("mptrack-agent: pool \"%s\" has too many memory chunks: no longer tracked\n",
+		    mp->name);
+		pthread_mutex_lock(&slow_lock);
+		pool_untrack(mp);
+		pthread_mutex_unlock(&slow_lock);
+		return orig(mp, max_objs, vaddr, iova, len, obj_cb, obj_cb_arg);
+	}
+	c = &pool_chunks(p)[p->nchunks];
+	c->base = (uint64_t)(uintptr_t)vaddr;
+	c->len = len;
+	c->map = (uint64_t)(uintptr_t)map;
+	c->first = p->nobjs;
+	c->count = 0;
+	A_STORE(&p->nchunks, p->nchunks + 1);  /* before the objects are enqueued */
+	ctx.p = p;
+	ctx.chunk = c;
+	return orig(mp, max_objs, vaddr, iova, len, populate_cb, &ctx);
+}
+
+/* Patch ops entry i in place (under the table's spinlock). */
+static void
+patch_ops(unsigned int i)
+{
+	struct rte_mempool_ops *ops = &rte_mempool_ops_table.ops[i];
+
+	if (i >= RTE_MEMPOOL_MAX_OPS_IDX || patched[i] || ops->enqueue == NULL)
+		return;
+	orig_ops[i] = *ops;
+	if (ops->enqueue == w_enqueue)
+		return;  /* already ours (should not happen) */
+	ops->populate = w_populate;
+	if (ops->dequeue_contig_blocks != NULL)
+		ops->dequeue_contig_blocks = w_dequeue_contig_blocks;
+	ops->dequeue = w_dequeue;
+	ops->enqueue = w_enqueue;
+	patched[i] = 1;
+}
+
+static void
+patch_all_ops(void)
+{
+	rte_spinlock_lock(&rte_mempool_ops_table.sl);
+	for (unsigned int i = 0; i < rte_mempool_ops_table.num_ops; i++)
+		patch_ops(i);
+	rte_spinlock_unlock(&rte_mempool_ops_table.sl);
+}
+
+/* ----------------------------------------------------------- interposition */
+
+#define REAL(name) \
+	static __typeof__(name) *real_##name; \
+	if (real_##name == NULL) \
+		real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+
+EXPORT int
+rte_mempool_register_ops(const struct rte_mempool_ops *h)
+{
+	int idx;
+	REAL(rte_mempool_register_ops);
+
+	config_init();
+	idx = real_rte_mempool_register_ops(h);
+	if (idx >= 0) {
+		rte_spinlock_lock(&rte_mempool_ops_table.sl);
+		patch_ops((unsigned int)idx);
+		rte_spinlock_unlock(&rte_mempool_ops_table.sl);
+	}
+	return idx;
+}
+
+EXPORT struct rte_mempool *
+rte_mempool_create_empty(const char *name, unsigned int n, unsigned int elt_size,
+			 unsigned int cache_size, unsigned int private_data_size,
+			 int socket_id, unsigned int flags)
+{
+	struct rte_mempool *mp;
+	int want;
+	REAL(rte_mempool_create_empty);
+
+	config_init();
+	want = name != NULL && pool_wanted(name);
+	mp = real_rte_mempool_create_empty(name, n, elt_size, want ? 0 : cache_size,
+					   private_data_size, socket_id, flags);
+	if (mp != NULL && want) {
+		patch_all_ops();
+		pthread_mutex_lock(&slow_lock);
+		pool_untrack(mp);  /* a stale record at the same address */
+		pool_track(mp, cache_size);
+		pthread_mutex_unlock(&slow_lock);
+	}
+	return mp;
+}
+
+EXPORT int
+rte_mempool_set_ops_byname(struct rte_mempool *mp, const char *name, void *pool_config)
+{
+	int ret;
+	REAL(rte_mempool_set_ops_byname);
+
+	config_init();
+	ret = real_rte_mempool_set_ops_byname(mp, name, pool_config);
+	if (ret == 0) {
+		struct mptrack_pool *p;
+		patch_all_ops();
+		if ((p = pool_lookup(mp)) != NULL)
+			p->ops_index = (uint32_t)mp->ops_index;
+	}
+	return ret;
+}
+
+EXPORT void
+rte_mempool_free(struct rte_mempool *mp)
+{
+	REAL(rte_mempool_free);
+
+	if (mp != NULL) {
+		pthread_mutex_lock(&slow_lock);
+		pool_untrack(mp);
+		pthread_mutex_unlock(&slow_lock);
+	}
+	real_rte_mempool_free(mp);
+}
+
+/* ---------------------------------------------------------- rte_malloc */
+
+static struct mptrack_malloc_table mtab;
+static struct mptrack_block *mslots;
+
+static void
+malloc_init(unsigned long capacity)
+{
+	unsigned long cap = 1024;
+
+	while (cap < capacity)
+		cap <<= 1;
+	mslots = map_anon(cap * sizeof(struct mptrack_block), 0);
+	if (mslots == NULL) {
+		say("mptrack-agent: cannot map the rte_malloc table: MPTRACK_MALLOC is off\n");
+		cfg.malloc_on = 0;
+		return;
+	}
+	mtab.slots = (uint64_t)(uintptr_t)mslots;
+	mtab.capacity = (uint32_t)cap;
+	mtab.block_size = sizeof(struct mptrack_block);
+	T.malloc = (uint64_t)(uintptr_t)&mtab;
+}
+
+static TLS int tls_malloc_depth;
+
+/* The slot of addr; with insert, claims an empty slot if addr has none. */
+static struct mptrack_block *
+block_slot(uintptr_t addr, int insert)
+{
+	uint32_t mask = mtab.capacity - 1, i = (uint32_t)mix64(addr) & mask;
+
+	for (unsigned int probe = 0; probe < 256; probe++, i = (i + 1) & mask) {
+		uint64_t k = A_LOAD(&mslots[i].addr);
+		if (k == addr)
+			return &mslots[i];
+		if (k == 0) {
+			uint64_t want = 0;
+			if (!insert)
+				return NULL;
+			if (A_CAS(&mslots[i].addr, &want, addr) || want == addr)
+				return &mslots[i];
+		}
+	}
+	if (insert)
+		A_ADD(&mtab.dropped, 1);
+	return NULL;
+}
+
+static void
+block_alloc(void *ptr, size_t size, void *ra)
+{
+	struct mptrack_block *b;
+	int nested;
+
+	if (ptr == NULL || mslots == NULL)
+		return;
+	nested = tls_busy++;
+	b = block_slot((uintptr_t)ptr, 1);
+	if (b != NULL) {
+		b->size = size;
+		b->alloc_stack = event_stack(ra, nested);
+		b->alloc_lcore = cur_lcore();
+		b->alloc_tsc = rte_rdtsc();
+		A_STORE(&b->state, 2);
+	}
+	tls_busy--;
+}
+
+static __attribute__((noinline, cold)) void
+malloc_fault(int kind, uintptr_t addr, struct mptrack_block *blk, void *ra)
+{
+	static struct buf b;
+	uint64_t f[MPTRACK_MAX_DEPTH];
+	uint32_t sid = 0;
+	uint16_t lcore = cur_lcore();
+
+	if (cfg.depth > 0) {
+		unsigned int n = cfg.depth == 1 ? (f[0] = (uint64_t)(uintptr_t)ra, 1) :
+				 capture(ra, f, tls_busy == 0);
+		sid = stack_intern(f, n);
+	}
+	tls_busy++;
+	pthread_mutex_lock(&slow_lock);
+	A_ADD(&mtab.faults, 1);
+	b.n = 0;
+	if (kind == MPTRACK_FAULT_DUPLICATE_FREE)
+		bprintf(&b, "mptrack: duplicate free: pool \"rte_malloc\" block 0x%" PRIxPTR
+			" (%" PRIu64 " bytes) freed while already free\n", addr, blk->size);
+	else
+		bprintf(&b, "mptrack: stray free: pool \"rte_malloc\" pointer 0x%" PRIxPTR
+			" was never returned by the rte_malloc family\n", addr);
+	print_stack(&b, "this free", sid, lcore, 1);
+	if (blk != NULL) {
+		print_stack(&b, "previous free", blk->free_stack, blk->free_lcore, blk->free_tsc != 0);
+		print_stack(&b, "last alloc", blk->alloc_stack, blk->alloc_lcore, blk->alloc_tsc != 0);
+	}
+	write_all(2, b.s, b.n);
+	pthread_mutex_unlock(&slow_lock);
+	tls_busy--;
+	fault_action();
+}
+
+/*
+ * Before the real rte_free or rte_realloc of ptr: mark its block free and
+ * return 1, or report a duplicate or stray free and return 0 (the call must
+ * then not go ahead: in log mode the heap is not corrupted further).
+ */
+/*
+ * Is ptr a busy block of DPDK's heap?  1 yes, 0 no, -1 cannot tell.
+ * rte_malloc_validate() does not help: without RTE_MALLOC_DEBUG it accepts any
+ * pointer.  This reads the heap's element header, struct malloc_elem (an
+ * internal of lib/eal/common/malloc_elem.h, 128 bytes before the data in
+ * DPDK 22.11 to 23.11 on x86-64: state at offset 48, pad at 52; state 0 free,
+ * 1 busy, 2 pad element whose pad field leads to the real element), after
+ * checking that the header is in DPDK's memory.
+ */
+static int
+heap_block_busy(const void *ptr)
+{
+#if RTE_VERSION >= RTE_VERSION_NUM(22, 11, 0, 0) && RTE_VERSION < RTE_VERSION_NUM(24, 0, 0, 0)
+	const char *elem = (const char *)ptr - 128;
+	uint32_t state;
+
+	if (((uintptr_t)ptr & 7) != 0 || rte_mem_virt2memseg_list(ptr) == NULL ||
+	    rte_mem_virt2memseg_list(elem) == NULL)
+		return 0;
+	state = *(const volatile uint32_t *)(elem + 48);
+	if (state == 2) {
+		elem -= *(const volatile uint32_t *)(elem + 52);
+		if (rte_mem_virt2memseg_list(elem) == NULL)
+			return 0;
+		state = *(const volatile uint32_t *)(elem + 48);
+	}
+	return state == 1;
+#else
+	(void)ptr;
+	return -1;
+#endif
+}
+
+static int
+block_free(void *ptr, void *ra)
+{
+	struct mptrack_block *b;
+	uint32_t expect = 2;
+	int busy;
+
+	if (ptr == NULL || mslots == NULL)
+		return 1;
+	b = block_slot((uintptr_t)ptr, 0);
+	if (b != NULL && A_CAS(&b->state, &expect, 1)) {
+		int nested = tls_busy++;
+		b->free_stack = event_stack(ra, nested);
+		b->free_lcore = cur_lcore();
+		b->free_tsc = rte_rdtsc();
+		tls_busy--;
+		return 1;
+	}
+	/* not allocated as far as the agent knows: ask the heap */
+	busy = heap_block_busy(ptr);
+	if (busy == 1 || (busy < 0 && b == NULL))
+		return 1;  /* a live block the agent did not see allocated */
+	if (b != NULL)
+		malloc_fault(MPTRACK_FAULT_DUPLICATE_FREE, (uintptr_t)ptr, b, ra);
+	else
+		malloc_fault(MPTRACK_FAULT_STRAY_FREE, (uintptr_t)ptr, NULL, ra);
+	return 0;
+}
+
+#define MALLOC_WRAP(ret_expr, size_expr)                                   \
+	do {                                                                   \
+		void *r;                                                       \
+		config_init();                                                 \
+		if (!cfg.malloc_on || tls_malloc_depth > 0)                    \
+			return ret_expr;                                       \
+		tls_malloc_depth++;                                            \
+		r = ret_expr;                                                  \
+		tls_malloc_depth--;                                            \
+		block_alloc(r, (size_expr), __builtin_return_address(0));     \
+		return r;                                                      \
+	} while (0)
+
+EXPORT void *
+rte_malloc(const char *type, size_t size, unsigned int align)
+{
+	REAL(rte_malloc);
+	MALLOC_WRAP(real_rte_malloc(type, size, align), size);
+}
+
+EXPORT void *
+rte_zmalloc(const char *type, size_t size, unsigned int align)
+{
+	REAL(rte_zmalloc);
+	MALLOC_WRAP(real_rte_zmalloc(type, size, align), size);
+}
+
+EXPORT void *
+rte_calloc(const char *type, size_t num, size_t size, unsigned int align)
+{
+	REAL(rte_calloc);
+	MALLOC_WRAP(real_rte_calloc(type, num, size, align), num * size);
+}
+
+EXPORT void *
+rte_malloc_socket(const char *type, size_t size, unsigned int align, int socket)
+{
+	REAL(rte_malloc_socket);
+	MALLOC_WRAP(real_rte_malloc_socket(type, size, align, socket), size);
+}
+
+EXPORT void *
+rte_zmalloc_socket(const char *type, size_t size, unsigned int align, int socket)
+{
+	REAL(rte_zmalloc_socket);
+	MALLOC_WRAP(real_rte_zmalloc_socket(type, size, align, socket), size);
+}
+
+EXPORT void *
+rte_calloc_socket(const char *type, size_t num, size_t size, unsigned int align, int socket)
+{
+	REAL(rte_calloc_socket);
+	MALLOC_WRAP(real_rte_calloc_socket(type, num, size, align, socket), num * size);
+}
+
+static void *
+realloc_common(void *ptr, size_t size, void *(*call)(void *, size_t, unsigned int, int),
+	       unsigned int align, int socket, void *ra)
+{
+	void *r;
+
+	config_init();
+	if (!cfg.malloc_on || tls_malloc_depth > 0)
+		return call(ptr, size, align, socket);
+	if (ptr != NULL && !block_free(ptr, ra))
+		return NULL;
+	tls_malloc_depth++;
+	r = call(ptr, size, align, socket);
+	tls_malloc_depth--;
+	if (r != NULL) {
+		block_alloc(r, size, ra);
+	} else if (ptr != NULL && size != 0) {
+		/* failed: ptr is still allocated */
+		struct mptrack_block *b = block_slot((uintptr_t)ptr, 0);
+		if (b != NULL)
+			A_STORE(&b->state, 2);
+	}
+	return r;
+}
+
+static void *
+call_realloc(void *ptr, size_t size, unsigned int align, int socket)
+{
+	REAL(rte_realloc);
+	(void)socket;
+	return real_rte_realloc(ptr, size, align);
+}
+
+static void *
+call_realloc_socket(void *ptr, size_t size, unsigned int align, int socket)
+{
+	REAL(rte_realloc_socket);
+	return real_rte_realloc_socket(ptr, size, align, socket);
+}
+
+EXPORT void *
+rte_realloc(void *ptr, size_t size, unsigned int align)
+{
+	return realloc_common(ptr, size, call_realloc, align, SOCKET_ID_ANY,
+			      __builtin_return_address(0));
+}
+
+EXPORT void *
+rte_realloc_socket(void *ptr, size_t size, unsigned int align, int socket)
+{
+	return realloc_common(ptr, size, call_realloc_socket, align, socket,
+			      __builtin_return_address(0));
+}
+
+EXPORT void
+rte_free(void *ptr)
+{
+	REAL(rte_free);
+
+	config_init();
+	if (!cfg.malloc_on || tls_malloc_depth > 0) {
+		real_rte_free(ptr);
+		return;
+	}
+	if (!block_free(ptr, __builtin_return_address(0)))
+		return;
+	tls_malloc_depth++;
+	real_rte_free(ptr);
+	tls_malloc_depth--;
+}
+
+/* ------------------------------------------------------------ SIGRTMIN dump */
+
+/* Async-signal-safe formatting into a fixed buffer flushed with write(2). */
+struct sbuf {
+	int fd;
+	int err;
+	size_t n;
+	char s[65536];
+};
+
+static void
+sb_flush(struct sbuf *b)
+{
+	size_t off = 0;
+
+	while (off < b->n && !b->err) {
+		ssize_t w = write(b->fd, b->s + off, b->n - off);
+		if (w < 0) {
+			if (errno != EINTR)
+				b->err = errno;
+			continue;
+		}
+		off += (size_t)w;
+	}
+	b->n = 0;
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+	while (*s) {
+		if (b->n == sizeof(b->s))
+			sb_flush(b);
+		b->s[b->n++] = *s++;
+	}
+}
+
+static void
+sb_hex(struct sbuf *b, uint64_t v)
+{
+	char t[19];
+	int i = 18;
+
+	t[i] = '\0';
+	do {
+		t[--i] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v != 0);
+	t[--i] = 'x';
+	t[--i] = '0';
+	sb_str(b, t + i);
+}
+
+static void
+sb_dec(struct sbuf *b, uint64_t v)
+{
+	char t[21];
+	int i = 20;
+
+	t[i] = '\0';
+	do {
+		t[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	sb_str(b, t + i);
+}
+
+static void
+sb_stack(struct sbuf *b, uint32_t id)
+{
+	uint64_t f[MPTRACK_MAX_DEPTH];
+	int n = stack_frames(id, f);
+
+	for (int i = 0; i < n; i++) {
+		if (i)
+			sb_str(b, " ");
+		sb_hex(b, f[i]);
+	}
+}
+
+static volatile sig_atomic_t dump_failed_said;
+static struct sbuf dump_buf;
+
+static int
+copy_file(const char *from, const char *to)
+{
+	char buf[4096];
+	int in = open(from, O_RDONLY | O_CLOEXEC), out;
+	ssize_t r;
+
+	if (in < 0)
+		return -1;
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		close(in);
+		return -1;
+	}
+	while ((r = read(in, buf, sizeof(buf))) > 0)
+		write_all(out, buf, (size_t)r);
+	close(in);
+	close(out);
+	return 0;
+}
+
+/*
+ * Write the CSV dump: addr,state,alloc_backtrace,free_backtrace,pool,
+ * alloc_lcore,free_lcore (frames as hex return addresses, innermost first,
+ * separated by spaces), and PATH.maps, a copy of /proc/self/maps.  Only
+ * async-signal-safe calls: it runs in the SIGRTMIN handler.
+ */
+EXPORT int
+mptrack_agent_dump(const char *path)
+{
+	static const char *const state_names[] = {"new", "free", "in-use"};
+	char tmp[4096], maps[4096];
+	struct sbuf *b = &dump_buf;
+	size_t len;
+
+	if (path == NULL)
+		path = cfg.dump_path;
+	if (path == NULL)
+		return -1;
+	len = strlen(path);
+	if (len + 6 > sizeof(tmp))
+		return -1;
+	memcpy(tmp, path, len);
+	memcpy(tmp + len, ".tmp", 5);
+	memcpy(maps, path, len);
+	memcpy(maps + len, ".maps", 6);
+	b->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	b->err = 0;
+	b->n = 0;
+	if (b->fd < 0) {
+		b->err = errno;
+		goto failed;
+	}
+	sb_str(b, "addr,state,alloc_backtrace,free_backtrace,pool,alloc_lcore,free_lcore,size\n");
+	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++) {
+		struct mptrack_pool *p = (struct mptrack_pool *)(uintptr_t)A_LOAD(&T.pools[s]);
+		uint32_t nobjs;
+
+		if (p == NULL)
+			continue;
+		nobjs = A_LOAD(&p->nobjs);
+		for (uint32_t i = 0; i < nobjs; i++) {
+			struct mptrack_obj *o = &pool_objs(p)[i];
+			uint32_t st = A_LOAD(&o->state);
+
+			sb_hex(b, o->addr);
+			sb_str(b, ",");
+			sb_str(b, st <= 2 ? state_names[st] : "?");
+			sb_str(b, ",");
+			sb_stack(b, o->alloc_stack);
+			sb_str(b, ",");
+			sb_stack(b, o->free_stack);
+			sb_str(b, ",");
+			sb_str(b, p->name);
+			sb_str(b, ",");
+			if (o->alloc_tsc)
+				sb_dec(b, o->alloc_lcore);
+			sb_str(b, ",");
+			if (o->free_tsc)
+				sb_dec(b, o->free_lcore);
+			sb_str(b, ",");
+			sb_dec(b, p->elt_size);
+			sb_str(b, "\n");
+		}
+	}
+	for (uint32_t i = 0; mslots != NULL && i < mtab.capacity; i++) {
+		struct mptrack_block *k = &mslots[i];
+		uint32_t st = A_LOAD(&k->state);
+
+		if (A_LOAD(&k->addr) == 0 || st == 0)
+			continue;
+		sb_hex(b, k->addr);
+		sb_str(b, st == 2 ? ",in-use," : ",free,");
+		sb_stack(b, k->alloc_stack);
+		sb_str(b, ",");
+		sb_stack(b, st == 1 ? k->free_stack : 0);
+		sb_str(b, ",rte_malloc,");
+		sb_dec(b, k->alloc_lcore);
+		sb_str(b, ",");
+		if (st == 1)
+			sb_dec(b, k->free_lcore);
+		sb_str(b, ",");
+		sb_dec(b, k->size);
+		sb_str(b, "\n");
+	}
+	sb_flush(b);
+	if (close(b->fd) != 0 && !b->err)
+		b->err = errno;
+	if (b->err)
+		goto failed;
+	copy_file("/proc/self/maps", maps);
+	if (rename(tmp, path) != 0) {
+		b->err = errno;
+		goto failed;
+	}
+	return 0;
+failed:
+	if (!dump_failed_said) {
+		dump_failed_said = 1;
+		write_all(2, "mptrack-agent: cannot write the dump to ", 40);
+		write_all(2, path, strlen(path));
+		write_all(2, ": ", 2);
+		write_all(2, strerror(b->err), strlen(strerror(b->err)));
+		write_all(2, " (said once; the program goes on)\n", 34);
+	}
+	unlink(tmp);
+	return -1;
+}
+
+static void
+dump_handler(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	tls_busy++;
+	mptrack_agent_dump(NULL);
+	tls_busy--;
+	errno = saved;
+}
+
+static void
+dump_init(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = dump_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGRTMIN, &sa, NULL) != 0)
+		say("mptrack-agent: cannot install the SIGRTMIN handler: %s\n", strerror(errno));
+}
+
+/* --------------------------------------------------------------- event log */
+
+static void
+log_init(void)
+{
+	/* see mptrack_log.c */
+}
+
+/* ----------------------------------------------------------------- start */
+
+__attribute__((constructor)) static void
+agent_start(void)
+{
+	config_init();
+	patch_all_ops();
+}
