@@ -10,7 +10,10 @@ not faults.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
 import time
 
 import pytest
@@ -19,6 +22,9 @@ from tracking_helpers import (FAULT_HEADER, frames_naming, hex_ints, start_waiti
                               trigger_of)
 
 ATTACH_TIMEOUT = 60
+# If mptrack misses the double free, `continue` never returns: after this
+# long, SIGINT the program so gdb stops it and the checks say what went wrong.
+MISSED_FAULT_AFTER = 20
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,12 @@ def attached(programs, session_lab):
              ("history-held-after", f"mptrack history {held[1]}"),
              ("untrack", "mptrack untrack late"),
              ("end", "echo done\\n")]
-    res = session_lab.run_gdb(steps, pid=prog.pid, cwd=prog.cwd, timeout=ATTACH_TIMEOUT)
+    rescue = threading.Timer(MISSED_FAULT_AFTER, os.kill, (prog.pid, signal.SIGINT))
+    rescue.start()
+    try:
+        res = session_lab.run_gdb(steps, pid=prog.pid, cwd=prog.cwd, timeout=ATTACH_TIMEOUT)
+    finally:
+        rescue.cancel()
     time.sleep(0.5)  # a few more rounds of the program's loop, untracked
     return prog, res, prog.popen.poll()
 

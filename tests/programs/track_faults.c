@@ -33,9 +33,10 @@
  *   wait             pool "late" (cache 16): early_hold() keeps 5 objects, the
  *                    truth is written, then every 100 ms late_alloc() and
  *                    late_free() take and give back one object; once the file
- *                    named by --trigger exists, late_dup_free() puts the object
- *                    just freed once more (one duplicate free), and the loop
- *                    goes on (for at most 10 minutes).
+ *                    named by --trigger (default: "trigger" in the current
+ *                    directory) exists, late_dup_free() puts the object just
+ *                    freed once more (one duplicate free), and the loop goes
+ *                    on (for at most 10 minutes).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -609,7 +610,7 @@ mode_wait(const char *trigger)
 	int fired = 0;
 
 	if (trigger == NULL)
-		die("--mode wait needs --trigger FILE");
+		trigger = "trigger";
 	warm_up(mp);
 	early_hold(mp, early);
 	truth_pool("pool", mp);
