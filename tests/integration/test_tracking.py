@@ -526,3 +526,21 @@ def test_report_frame_is_at_the_call_line(tracked, name, function, needle):
     where = f"track_faults.c:{site_line(function, needle)}"
     assert any(where in f for f in frames), \
         f"no frame of {function} at {where} (the call's line, as in gdb's bt) in:\n{report}"
+
+
+def test_two_lcores_leak_groups_split_by_lcore(tracked):
+    """Each lcore's gets have their own backtrace (lcore 0 from
+    mode_two_lcores, lcore 1 from the EAL thread), so each group is exactly
+    what that lcore holds (the groups' optional "addrs")."""
+    run = tracked("two-lcores")
+    groups = run.load_json("leaks.json")
+    if not all("addrs" in g for g in groups):
+        pytest.skip("leak groups carry no addrs")
+    lcores = {w["lcore"]: {int(a, 16) for a in w["held"]} for w in run.truth["lcores"]}
+    main = [g for g in groups if any("mode_two_lcores" in f for f in g["backtrace"])]
+    worker = [g for g in groups if g not in main]
+    got_main = {int(a, 16) for g in main for a in g["addrs"]}
+    got_worker = {int(a, 16) for g in worker for a in g["addrs"]}
+    assert got_main == lcores[run.truth["main_lcore"]], groups
+    assert got_worker == set().union(*(v for k, v in lcores.items()
+                                       if k != run.truth["main_lcore"])), groups
