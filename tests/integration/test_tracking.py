@@ -216,6 +216,16 @@ def test_dup_free_report_names_pool_object_and_three_sites(tracked, build):
 
 
 @pytest.mark.parametrize("build", ["debug", "stripped"])
+def test_dup_free_report_puts_each_site_under_its_heading(tracked, build):
+    report = tracked("dup-free", build).report("run", "duplicate free")
+    order = ["this free", "free_site_c", "previous free", "free_site_b", "last alloc",
+             "alloc_site_a"]
+    where = [report.find(word) for word in order]
+    assert -1 not in where and where == sorted(where), \
+        f"expected {order} in that order:\n{report}"
+
+
+@pytest.mark.parametrize("build", ["debug", "stripped"])
 def test_dup_free_continue_runs_to_the_end(tracked, build):
     run = tracked("dup-free", build)
     assert_exits_normally(run)
@@ -316,6 +326,7 @@ def test_dup_alloc_stops_when_stop_on_duplicate_free_is_off(tracked):
     assert int(run.truth["obj"], 16) in hex_ints(report), report
     assert_frame(report, "take_again_2")
     assert_frame(report, "take_again_1")
+    assert report.find("last alloc") < report.rfind("take_again_1"), report
     assert_stopped_in(run, "run", "take_again_2")
     assert_exits_normally(run)
 
