@@ -112,7 +112,7 @@ struct mptrack_pool {
 	uint64_t faults;        /* faults seen on this pool */
 	uint64_t create_tsc;    /* when tracking started */
 	uint32_t shared;        /* 1: tables in shared memory, like the pool's */
-	uint32_t reserved;
+	uint32_t slot;          /* index in mptrack_tables.pools[] (the log's pool id) */
 };
 
 /* A stack record; bt_depth uint64_t frames follow it. */
@@ -184,6 +184,58 @@ struct mptrack_tables {
 	uint64_t malloc;        /* struct mptrack_malloc_table *, 0 when off */
 	struct mptrack_fault faults[MPTRACK_FAULT_RING];  /* faults[(seq-1) % RING] */
 	uint64_t pools[MPTRACK_MAX_POOLS];                /* struct mptrack_pool * */
+};
+
+/*
+ * The event log (MPTRACK_LOG=FILE; "%p" in FILE becomes the pid, and a forked
+ * child writes FILE.PID).  A struct mptrack_log_header, then 32-byte records,
+ * each a struct mptrack_event; STACK and MAPS records are followed by raw
+ * 32-byte blocks (frames, or the text of /proc/self/maps, zero-padded).
+ * Events of one thread are in order; threads are interleaved by batches: sort
+ * by tsc.  A STACK record precedes the first event that uses its id; a POOL
+ * record (followed by one block: the pool name) precedes the pool's events; a
+ * MAPS record is written at start and whenever a library was loaded.
+ */
+#define MPTRACK_LOG_MAGIC "MPTLOG1"
+
+struct mptrack_log_header {
+	char magic[8];          /* MPTRACK_LOG_MAGIC */
+	uint32_t version;       /* MPTRACK_TABLES_VERSION */
+	uint32_t header_size;   /* sizeof(struct mptrack_log_header) */
+	uint32_t event_size;    /* sizeof(struct mptrack_event) = 32 */
+	uint32_t bt_depth;
+	uint64_t tsc_hz;        /* 0 if unknown when the log started */
+	uint64_t start_tsc;
+	int32_t pid;
+	uint32_t reserved;
+	uint64_t reserved2[2];
+};
+
+enum mptrack_event_kind {
+	MPTRACK_EV_ALLOC = 1,   /* get: pool, addr, stack, lcore, tsc */
+	MPTRACK_EV_FREE = 2,    /* put */
+	MPTRACK_EV_FAULT = 3,   /* aux: enum mptrack_fault_kind */
+	MPTRACK_EV_POOL = 4,    /* pool created: addr = rte_mempool *, aux = capacity; + name block */
+	MPTRACK_EV_POOL_GONE = 5,
+	MPTRACK_EV_MALLOC = 6,  /* rte_malloc family: pool = 0xffff, aux = size (capped) */
+	MPTRACK_EV_MFREE = 7,   /* rte_free */
+	MPTRACK_EV_STACK = 8,   /* stack: id, aux: depth; + ceil(depth / 4) blocks of frames */
+	MPTRACK_EV_MAPS = 9,    /* aux: length in bytes; + ceil(length / 32) blocks of text */
+	MPTRACK_EV_LOST = 10,   /* aux: events dropped (a thread's buffer was full) */
+	MPTRACK_EV_CLOCK = 11,  /* addr: tsc_hz, once known (the header may say 0) */
+};
+
+#define MPTRACK_LOG_MALLOC_POOL 0xffff
+
+struct mptrack_event {
+	uint64_t tsc;
+	uint64_t addr;
+	uint32_t stack;
+	uint32_t aux;
+	uint16_t pool;          /* slot in mptrack_tables.pools[] */
+	uint16_t lcore;
+	uint8_t kind;           /* enum mptrack_event_kind */
+	uint8_t reserved[3];
 };
 
 #ifdef __cplusplus

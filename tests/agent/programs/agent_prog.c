@@ -20,6 +20,8 @@
  *   rte-free-twice   MPTRACK_MALLOC: rte_malloc in malloc_block, rte_free in
  *                    free_block and again in free_block_again.
  *   rte-free-stray   MPTRACK_MALLOC: free_block of a pointer to the stack.
+ *   fork             take_object; a forked child frees it twice (one fault, in
+ *                    the child); the parent then frees it once (no fault).
  *   malloc-leak      MPTRACK_MALLOC: leak_block allocates 5 blocks kept,
  *                    churn_blocks allocates and frees 20.
  * The fault modes print "done" and exit 0 when the program survives the fault.
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -300,6 +303,23 @@ main(int argc, char **argv)
 		truth_close();
 		free_block(obj);
 		free_block_again(obj);
+	} else if (strcmp(mode, "fork") == 0) {
+		/* the child frees obj twice; the parent then frees it once */
+		int status;
+		pid_t child;
+		obj = take_object(pool);
+		fprintf(truth, ", \"obj\": \"%p\"", obj);
+		fflush(truth);
+		child = fork();
+		if (child == 0) {
+			give_back(pool, obj);
+			give_back_again(pool, obj);
+			_exit(0);
+		}
+		waitpid(child, &status, 0);
+		fprintf(truth, ", \"child\": %d, \"child_status\": %d", (int)child, status);
+		truth_close();
+		give_back(pool, obj);
 	} else if (strcmp(mode, "rte-free-stray") == 0) {
 		long local[4];
 		fprintf(truth, ", \"obj\": \"%p\"", (void *)&local[1]);
