@@ -84,7 +84,11 @@ class CoreMemory:
                 raise CoreError("%s is not a core file" % path)
             segments = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
             files = self._mapped_files(elf)
+        except CoreError:
+            self._file.close()
+            raise
         except (ELFError, ValueError, KeyError, OSError) as e:
+            self._file.close()
             raise CoreError("%s is not a readable ELF core (%s)" % (path, e)) from None
         size = os.fstat(self._file.fileno()).st_size
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -142,7 +146,7 @@ class CoreMemory:
         return self._map[offset + addr - start:offset + addr - start + size]
 
     def regions(self):
-        """Writable mappings, present or left out, in address order."""
+        """Every mapping the core describes, present or left out, in address order."""
         return [Region(s, e, w, path, filesz == e - s) for s, e, filesz, _, w, path in self._segments]
 
     def close(self):

@@ -71,6 +71,8 @@ class Pool:
         self._ranges = None
         self._chunks = None
         self._by_addr = None
+        self._places = None
+        self._strays_noted = False
         self.objects = None
 
     # --- counts -----------------------------------------------------------
@@ -257,8 +259,8 @@ class Pool:
         start, data = (chunks[0] if chunks else (0, b""))
         end = start + len(data)
         while node and len(objects) < limit:
-            if not start <= node < end - hdr_size:
-                found = self._chunk_of(node)
+            if not start <= node <= end - hdr_size:
+                found = self._chunk_of(node, hdr_size)
                 if found is None:
                     self.anomalies.append("element list leaves the pool's memory at index %d (0x%x)"
                                           % (len(objects), node))
@@ -272,20 +274,31 @@ class Pool:
                 break
             objects.append(node + hdr_size)
             node = unpack("<Q", data, off + next_off)[0]
+        if len(set(objects)) != len(objects):  # checked once at the end: cheaper than per step
+            seen = set()
+            for index, obj in enumerate(objects):
+                if obj in seen:
+                    self.anomalies.append("element list loops back at index %d (0x%x): list cut"
+                                          % (index, obj - hdr_size))
+                    del objects[index:]
+                    break
+                seen.add(obj)
         if len(objects) != limit:
             self.anomalies.append("%d objects listed, populated_size says %d" % (len(objects), limit))
         self.objects = objects
         return objects
 
-    def _chunk_of(self, addr):
+    def _chunk_of(self, addr, size=1):
         for start, data in self._chunks:
-            if start <= addr < start + len(data):
+            if start <= addr and addr + size <= start + len(data):
                 return start, data
         return None
 
     def free_places(self):
-        """Object address -> where it is free ('ring', 'stack', 'lcore N cache')."""
-        places = {}
+        """Object address -> where it is free ('ring', 'stack', 'lcore N cache'); computed once."""
+        if self._places is not None:
+            return self._places
+        places = self._places = {}
         store = "stack" if self.ops in STACK_DRIVERS else "ring"
         sources = [(store, self.driver_objects or [])]
         sources += [("lcore %d cache" % lcore, objs) for lcore, objs in sorted(self.cache_objects.items())]
@@ -304,7 +317,8 @@ class Pool:
         places = self.free_places()
         known = set(objects)
         strays = [obj for obj in places if obj not in known]
-        if strays:
+        if strays and not self._strays_noted:
+            self._strays_noted = True
             self.anomalies.append("%d free entries are no object of this pool (first 0x%x)"
                                   % (len(strays), strays[0]))
         default = IN_USE if self.counts_known else UNKNOWN

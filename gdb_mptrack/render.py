@@ -100,7 +100,7 @@ def hexdump(data, base, color=False):
         chunk = bytes(data[off:off + 16])
         hexpart = " ".join("%02x" % b for b in chunk[:8]) + "  " + " ".join("%02x" % b for b in chunk[8:])
         text = "".join(chr(b) if 0x20 <= b < 0x7f else "." for b in chunk)
-        lines.append("%016x  %-48s |%s|" % (base + off, hexpart, text))
+        lines.append("%016x  %-48s  |%s|" % (base + off, hexpart, text))
     out = "\n".join(lines) + "\n" if lines else ""
     if color and out:
         from pygments import highlight

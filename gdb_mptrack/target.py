@@ -76,10 +76,13 @@ class Session:
             self.description = "process %d" % inferior.pid
         self.ops_table_addr = symbol_address("rte_mempool_ops_table")
         if self.ops_table_addr is None:
-            raise UserError("%s does not use DPDK mempools (no symbol rte_mempool_ops_table; "
-                            "is librte_mempool loaded?)" % self.description)
+            raise UserError(self._missing_memory_prefix() + "%s does not use DPDK mempools (no symbol "
+                            "rte_mempool_ops_table; is librte_mempool loaded?)" % self.description)
         self.version = dpdk_version(self.inferior)
-        self.layout = layouts.select_layout(self.version, target_layout_from_dwarf())
+        try:
+            self.layout = layouts.select_layout(self.version, target_layout_from_dwarf())
+        except LayoutError as e:
+            raise UserError(self._missing_memory_prefix() + str(e)) from None
         try:
             self.ops_names = read_ops_names(self.memory, self.layout, self.ops_table_addr)
         except MemoryMissing as e:
@@ -88,6 +91,18 @@ class Session:
             raise UserError(str(e)) from None
         self._scan = None
         self._pools = {}
+
+    def _missing_memory_prefix(self):
+        """For a core without most of its writable memory: say so first, since it explains what follows."""
+        if self.kind != "core":
+            return ""
+        regions = [r for r in self.memory.regions() if r.writable]
+        total = sum(r.end - r.start for r in regions)
+        present = sum(r.end - r.start for r in regions if r.present)
+        if present >= 1 << 20 and present * 2 > total:
+            return ""
+        return ("the core holds only %d KB of the process's writable memory (%s); so: "
+                % (present >> 10, COREDUMP_FILTER_HINT))
 
     def scan(self):
         if self._scan is None:

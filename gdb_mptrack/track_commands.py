@@ -307,7 +307,7 @@ class HistoryCommand(Subcommand):
             gdb.write("0x%x in %s: %s, %d events recorded (last %d kept)\n" % (
                 addr, shadow_pool.name, entry.state, len(entry.history), entry.history.maxlen))
             if not entry.history:
-                gdb.write("  no events: it was %s before tracking began\n" % entry.state)
+                gdb.write("  origin unknown: it was %s before tracking began\n" % entry.state)
             for event in entry.history:
                 gdb.write(tracking.format_event(event.kind, event) + "\n")
             return

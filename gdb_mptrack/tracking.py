@@ -87,10 +87,33 @@ def _thread_id():
 
 
 class Symbolizer:
-    """Frame PC -> text, computed once per distinct PC."""
+    """Frame PC -> text, computed once per distinct PC.
+
+    A PC is described the first time a backtrace meets it, from gdb's frames
+    at that moment: that is the only time gdb can tell the call-site line of
+    a function whose callee was inlined (find_sal of the real frame).  PCs
+    seen only later (or in reports about other threads) fall back to static
+    lookup: the block chain and the line table.
+    """
 
     def __init__(self):
         self._cache = {}
+
+    def learn(self, pc, frames):
+        """Describe pc from its frames, innermost (inlined) first, the real function last."""
+        if pc in self._cache:
+            return
+        outer = frames[-1]
+        names = [f.name() for f in frames if f.name()]
+        if names:
+            name = names[-1] + ("" if len(names) == 1 else " (inlined %s)" % " <- ".join(names[:-1]))
+        else:
+            name = self._static_name(pc)
+        sal = outer.find_sal()
+        where = ""
+        if sal.symtab is not None and sal.line:
+            where = " at %s:%d" % (sal.symtab.filename.rsplit("/", 1)[-1], sal.line)
+        self._cache[pc] = "0x%x %s%s" % (pc, name, where)
 
     def frame(self, pc):
         text = self._cache.get(pc)
@@ -102,8 +125,17 @@ class Symbolizer:
         return [self.frame(pc) for pc in pcs]
 
     @staticmethod
-    def _describe(pc):
+    def _static_name(pc):
         lookup = pc - 1 if pc else pc  # a return address belongs to the call before it
+        info = gdb.execute("info symbol 0x%x" % lookup, to_string=True).strip()
+        if info.startswith("No symbol"):
+            lib = gdb.current_progspace().solib_name(pc)
+            return "?? in %s" % lib.rsplit("/", 1)[-1] if lib else "??"
+        return info.split(" in section ")[0].replace(" + ", "+")
+
+    @classmethod
+    def _describe(cls, pc):
+        lookup = pc - 1 if pc else pc
         names = []
         try:
             block = gdb.block_for_pc(lookup)
@@ -116,12 +148,7 @@ class Symbolizer:
         if names:
             name = names[-1] + ("" if len(names) == 1 else " (inlined %s)" % " <- ".join(names[:-1]))
         else:
-            info = gdb.execute("info symbol 0x%x" % lookup, to_string=True).strip()
-            if info.startswith("No symbol"):
-                lib = gdb.current_progspace().solib_name(pc)
-                name = "?? in %s" % lib.rsplit("/", 1)[-1] if lib else "??"
-            else:
-                name = info.split(" in section ")[0].replace(" + ", "+")
+            name = cls._static_name(pc)
         sal = gdb.find_pc_line(lookup)
         where = ""
         if sal.symtab is not None and sal.line:
@@ -132,18 +159,38 @@ class Symbolizer:
 SYMBOLS = Symbolizer()
 
 
+def caller_pcs():
+    """The backtrace of a call stopped at the entry of a tracked function, from its caller on."""
+    return capture_pcs(SETTINGS.backtrace_depth, skip=1)
+
+
 def capture_pcs(depth, skip=0):
-    """PCs of the newest `depth` frames after skipping `skip` (the breakpoint's own function)."""
+    """PCs of the newest `depth` functions after skipping `skip` frames (the breakpoint's own function).
+
+    Inlined frames share their caller's PC and are folded into it; a PC met
+    for the first time is described from these live frames (Symbolizer.learn).
+    """
     pcs = []
+    group = []
+    if depth <= 0:
+        return ()
     try:
         frame = gdb.newest_frame()
         for _ in range(skip):
             frame = frame.older() if frame is not None else None
-        while frame is not None and len(pcs) < depth:
+        while frame is not None:
             pc = frame.pc()
-            if not pcs or pcs[-1] != pc:  # inline frames share their caller's PC; symbolizing names them
+            if group and group[0].pc() != pc:
+                SYMBOLS.learn(pcs[-1], group)
+                group = []
+                if len(pcs) == depth:
+                    break
+            if not group:
                 pcs.append(pc)
+            group.append(frame)
             frame = frame.older()
+        if group:
+            SYMBOLS.learn(pcs[-1], group)
     except gdb.error:
         pass
     return tuple(pcs)
@@ -200,9 +247,9 @@ class Tracker:
                 self.lcores[thread] = None
         return self.lcores[thread]
 
-    def new_event(self, kind, skip):
+    def new_event(self, kind, pcs):
         thread = _thread_id()
-        return self.shadows.event(kind, thread, self.lcore(thread), capture_pcs(SETTINGS.backtrace_depth, skip))
+        return self.shadows.event(kind, thread, self.lcore(thread), pcs)
 
     # pending calls and return sites
     def expect_return(self, frame, handler):
@@ -447,7 +494,7 @@ class EnqueueBreakpoint(_TrackerBreakpoint):
             return False
         n = min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
         objs = t.read_ptrs(_arg(frame, 1), n)
-        event = t.new_event("free", skip=1)
+        event = t.new_event("free", caller_pcs())
         stop = False
         for obj in objs:
             fault = t.check_free(tracked, obj, event)
@@ -465,12 +512,13 @@ class _Return:
 class _DequeueReturn(_Return):
     def __init__(self, tracker, tracked, obj_table, n):
         self.tracker, self.tracked, self.obj_table, self.n = tracker, tracked, obj_table, n
+        self.pcs = caller_pcs()  # at entry, where the caller's frame still shows the call's line
 
     def __call__(self, frame):
         t = self.tracker
         if _reg(frame, "rax") & 0xFFFFFFFF or t.pools.get(self.tracked.addr) is not self.tracked:
             return False  # the dequeue failed (-ENOBUFS), or the pool is no longer tracked
-        event = t.new_event("alloc", skip=0)
+        event = t.new_event("alloc", self.pcs)
         stop = False
         for obj in t.read_ptrs(self.obj_table, self.n):
             fault = self.tracked.shadow.alloc(obj, event)
@@ -526,6 +574,7 @@ class _MallocReturn(_Return):
 
     def __init__(self, tracker, size, old):
         self.tracker, self.size, self.old = tracker, size, old
+        self.pcs = caller_pcs()
 
     def __call__(self, frame):
         t = self.tracker
@@ -533,7 +582,7 @@ class _MallocReturn(_Return):
         if not ptr:
             return False
         stop = False
-        event = t.new_event("alloc", skip=0)
+        event = t.new_event("alloc", self.pcs)
         if self.old and self.old != ptr:
             stop = t.heap_free(self.old, t.shadows.event("free", event.thread, event.lcore, event.pcs))
         fault = t.shadows.heap.alloc(ptr, event, self.size)
@@ -569,7 +618,7 @@ class RteFreeBreakpoint(_TrackerBreakpoint):
         ptr = _arg(gdb.newest_frame(), 0)
         if not ptr:
             return False
-        return t.heap_free(ptr, t.new_event("free", skip=1))
+        return t.heap_free(ptr, t.new_event("free", caller_pcs()))
 
 
 # --- live set-up (from commands, never from a breakpoint) -------------------
