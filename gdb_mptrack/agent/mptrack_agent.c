@@ -201,7 +201,7 @@ config_init(void)
 	if (cfg.ready)
 		return;
 	cfg.ready = 1;
-	memcpy(T.magic, MPTRACK_TABLES_MAGIC, sizeof(MPTRACK_TABLES_MAGIC));
+	T.version = MPTRACK_TABLES_VERSION;
 	T.header_size = sizeof(struct mptrack_tables);
 	T.pool_size = sizeof(struct mptrack_pool);
 	T.obj_size = sizeof(struct mptrack_obj);
@@ -277,6 +277,9 @@ config_init(void)
 		dump_init();
 	if (cfg.log_path != NULL)
 		log_init();
+	/* the magic last: a reader that sees it sees a complete header */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	memcpy(T.magic, MPTRACK_TABLES_MAGIC, sizeof(MPTRACK_TABLES_MAGIC));
 	if (cfg.verbose)
 		say("mptrack-agent: [%d] pools %s, depth %u (%s), sample %u, on error %s\n",
 		    (int)getpid(), cfg.pools ? cfg.pools : "*", cfg.depth, unwinder_names[cfg.unwinder],

@@ -24,7 +24,8 @@
  *                    the child); the parent then frees it once (no fault).
  *   malloc-leak      MPTRACK_MALLOC: leak_block allocates 5 blocks kept,
  *                    churn_blocks allocates and frees 20.
- * The fault modes print "done" and exit 0 when the program survives the fault.
+ * The fault modes print "done" and exit 0 when the program survives the fault
+ * (with AGENT_PROG_WAIT set in the environment, they wait for SIGTERM first).
  * The named functions are not inlined and exported (-rdynamic), so the
  * agent's backtraces name them.
  */
@@ -341,5 +342,11 @@ main(int argc, char **argv)
 	}
 	printf("done\n");
 	fflush(stdout);
+	if (getenv("AGENT_PROG_WAIT") != NULL) {
+		/* stay alive for a reader of the agent's tables */
+		signal(SIGTERM, on_term);
+		while (!stop)
+			pause();
+	}
 	return 0;
 }
