@@ -260,6 +260,17 @@ def test_history_of_the_double_freed_object(tracked):
         f"history is not in time order:\n{text}"
 
 
+def test_dup_free_report_keeps_the_caller_lines(tracked):
+    """mode_dup_free (inlined into main) calls free_site_b and free_site_c
+    from two lines; as in gdb's bt, each backtrace says which one."""
+    report = tracked("dup-free", "debug").report("run", "duplicate free")
+    this = report[report.find("this free"):report.find("previous free")]
+    previous = report[report.find("previous free"):report.find("last alloc")]
+    for text, call in ((this, "free_site_c(mp, obj)"), (previous, "free_site_b(mp, obj)")):
+        where = f"track_faults.c:{site_line('mode_dup_free', call)}"
+        assert where in text, f"{where} (the line of {call}) not in:\n{text}"
+
+
 # ---------------------------------------------------------------- foreign free
 
 
