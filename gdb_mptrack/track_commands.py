@@ -389,3 +389,4 @@ def register():
     for kind in tracking.FAULT_KINDS:
         StopOnParameter(kind)
     BacktraceDepthParameter()
+    tracking.install_detach_hook()

@@ -707,5 +707,34 @@ def _on_new_objfile(_event):
             found.create_deferred()
 
 
+def restore_before_leaving(_event=None):
+    """Before gdb detaches or exits: give tracked pools back their caches (the process runs on as before)."""
+    for found in _trackers.values():
+        if not found.pools or not found.inferior.is_valid() or found.inferior.pid == 0:
+            continue
+        names = [p.name for p in found.pools.values()]
+        try:
+            for mp in list(found.pools):
+                found.untrack(mp)
+        except gdb.error as e:
+            gdb.write("mptrack: could not restore pools %s: %s\n" % (", ".join(names), e), gdb.STDERR)
+            continue
+        gdb.write("mptrack: untracked %s before leaving the process (cache sizes restored)\n"
+                  % ", ".join(names), gdb.STDERR)
+
+
+def install_detach_hook():
+    """Run restore_before_leaving on 'detach' (a hook-detach, unless the user has one) and on gdb exit."""
+    try:
+        gdb.execute("show user hook-detach", to_string=True)
+        has_hook = True
+    except gdb.error:
+        has_hook = False
+    if not has_hook:
+        gdb.execute("define hook-detach\npython import gdb_mptrack.tracking as _t; _t.restore_before_leaving()\nend",
+                    to_string=True)
+    gdb.events.gdb_exiting.connect(restore_before_leaving)
+
+
 gdb.events.exited.connect(_on_exit)
 gdb.events.new_objfile.connect(_on_new_objfile)

@@ -103,6 +103,62 @@ static struct {
 
 static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faults */
 
+/*
+ * Timestamps.  rdtsc costs about 10 ns in this kind of VM, half an untracked
+ * get+put: by default a clock thread stores rte_rdtsc() in coarse_tsc every
+ * millisecond and events read that (one load).  MPTRACK_CLOCK=tsc reads the
+ * TSC at every event instead.
+ */
+static uint64_t coarse_tsc;
+static int clock_precise;
+static pthread_t clock_thread;
+
+static inline uint64_t
+now_tsc(void)
+{
+	uint64_t t;
+
+	if (clock_precise || (t = __atomic_load_n(&coarse_tsc, __ATOMIC_RELAXED)) == 0)
+		return rte_rdtsc();
+	return t;
+}
+
+static void *
+clock_run(void *arg)
+{
+	struct timespec ts = {0, 1000 * 1000};
+
+	(void)arg;
+	for (;;) {
+		__atomic_store_n(&coarse_tsc, rte_rdtsc(), __ATOMIC_RELAXED);
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void
+clock_start(void)
+{
+	sigset_t all, old;
+
+	if (clock_precise)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (pthread_create(&clock_thread, NULL, clock_run, NULL) == 0) {
+		pthread_detach(clock_thread);
+		pthread_setname_np(clock_thread, "mptrack-clock");
+	} else {
+		clock_precise = 1;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* MPTRACK_STRICT=1: exchange object states atomically (catches two threads
+ * freeing one object at the same instant; costs a locked instruction per
+ * object).  Default: an atomic load then an atomic store. */
+static int strict_state;
+
 static TLS int tls_busy;          /* inside the agent on this thread */
 static TLS unsigned int tls_sample;
 static TLS unsigned int tls_lcore = 0xffffffffu;  /* cached rte_lcore_id() */
@@ -220,6 +276,12 @@ config_init(void)
 	if (cfg.sample == 0)
 		cfg.sample = 1;
 	cfg.verbose = (int)env_ulong("MPTRACK_VERBOSE", NULL, 0, 9);
+	strict_state = (int)env_ulong("MPTRACK_STRICT", NULL, 0, 1);
+	v = env2("MPTRACK_CLOCK", NULL);
+	clock_precise = v != NULL && strcmp(v, "tsc") == 0;
+	if (v != NULL && !clock_precise && strcmp(v, "coarse") != 0)
+		say("mptrack-agent: ignoring MPTRACK_CLOCK=%s (want coarse or tsc)\n", v);
+	clock_start();
 	v = env2("MPTRACK_ON_ERROR", NULL);
 	if (v == NULL || strcmp(v, "abort") == 0)
 		cfg.on_error = MPTRACK_ON_ERROR_ABORT;
@@ -366,6 +428,7 @@ stack_hash(const uint64_t *f, unsigned int n)
 /* Per-thread memo of recent stacks: hash -> id. */
 #define MEMO 64
 static TLS struct { uint64_t hash; uint32_t id; } tls_memo[MEMO];
+static TLS struct { uintptr_t ra; uint32_t id; } tls_ra_memo[MEMO];  /* caller-only stacks */
 
 static uint32_t
 stack_intern(const uint64_t *f, unsigned int n)
@@ -522,8 +585,15 @@ event_stack(void *ra, int nested)
 			full = 0;
 	}
 	if (cfg.depth == 1 || !full) {
+		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+		uint32_t id;
+		if (LIKELY(tls_ra_memo[m].ra == (uintptr_t)ra))
+			return tls_ra_memo[m].id;
 		f[0] = (uint64_t)(uintptr_t)ra;
-		return stack_intern(f, 1);
+		id = stack_intern(f, 1);
+		tls_ra_memo[m].ra = (uintptr_t)ra;
+		tls_ra_memo[m].id = id;
+		return id;
 	}
 	n = capture(ra, f, 1);
 	return stack_intern(f, n);
@@ -982,12 +1052,25 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 
 /* --------------------------------------------------------------- tracking */
 
+static inline uint32_t
+state_set(uint32_t *state, uint32_t to)
+{
+	uint32_t old;
+
+	if (UNLIKELY(strict_state))
+		return A_XCHG(state, to);
+	old = __atomic_load_n(state, __ATOMIC_RELAXED);
+	if (LIKELY(old != to))
+		__atomic_store_n(state, to, __ATOMIC_RELEASE);
+	return old;
+}
+
 static inline void
 track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 {
 	uint32_t sid;
 	uint16_t lcore = cur_lcore();
-	uint64_t now = rte_rdtsc();
+	uint64_t now = now_tsc();
 	int nested = tls_busy++;
 
 	sid = event_stack(ra, nested);
@@ -995,7 +1078,7 @@ track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)objs[i]);
 		if (UNLIKELY(o == NULL))
 			continue;  /* the driver handed out something never populated */
-		if (UNLIKELY(A_XCHG(&o->state, MPTRACK_STATE_IN_USE) == MPTRACK_STATE_IN_USE))
+		if (UNLIKELY(state_set(&o->state, MPTRACK_STATE_IN_USE) == MPTRACK_STATE_IN_USE))
 			fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, (uintptr_t)objs[i], o, ra);
 		o->alloc_stack = sid;
 		o->alloc_lcore = lcore;
@@ -1013,7 +1096,7 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 {
 	uint32_t sid;
 	uint16_t lcore = cur_lcore();
-	uint64_t now = rte_rdtsc();
+	uint64_t now = now_tsc();
 	int nested = tls_busy++;
 
 	sid = event_stack(ra, nested);
@@ -1023,7 +1106,7 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 			fault(MPTRACK_FAULT_STRAY_FREE, p, (uintptr_t)objs[i], NULL, ra);
 			continue;
 		}
-		if (UNLIKELY(A_XCHG(&o->state, MPTRACK_STATE_FREE) == MPTRACK_STATE_FREE)) {
+		if (UNLIKELY(state_set(&o->state, MPTRACK_STATE_FREE) == MPTRACK_STATE_FREE)) {
 			fault(MPTRACK_FAULT_DUPLICATE_FREE, p, (uintptr_t)objs[i], o, ra);
 			continue;
 		}
@@ -1327,7 +1410,7 @@ block_alloc(void *ptr, size_t size, void *ra)
 		b->size = size;
 		b->alloc_stack = event_stack(ra, nested);
 		b->alloc_lcore = cur_lcore();
-		b->alloc_tsc = rte_rdtsc();
+		b->alloc_tsc = now_tsc();
 		A_STORE(&b->state, 2);
 		if (log_on)
 			log_event(MPTRACK_EV_MALLOC, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
@@ -1427,7 +1510,7 @@ block_free(void *ptr, void *ra)
 		int nested = tls_busy++;
 		b->free_stack = event_stack(ra, nested);
 		b->free_lcore = cur_lcore();
-		b->free_tsc = rte_rdtsc();
+		b->free_tsc = now_tsc();
 		if (log_on)
 			log_event(MPTRACK_EV_MFREE, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
 				  b->free_stack, 0, b->free_lcore, b->free_tsc);
@@ -2256,6 +2339,7 @@ fork_child(void)
 	pthread_mutex_init(&slow_lock, NULL);
 	T.pid = getpid();
 	tls_lcore = 0xffffffffu;
+	clock_start();
 	if (!log_on)
 		return;
 	for (uint32_t s = 0; s < LOG_THREADS; s++) {
