@@ -61,7 +61,7 @@ class Session:
         connection = getattr(inferior, "connection", None)
         if inferior.pid == 0 or connection is None:
             raise UserError("no process or core: run a DPDK program, attach with 'gdb -p PID', "
-                            "or open a core ('gdb PROGRAM CORE')")
+                            "or open a core ('gdb PROGRAM CORE'; if gdb refused the core above, it is truncated or not a core)")
         self.inferior = inferior
         self.kind = "core" if connection.type == "core" else "live"
         if self.kind == "core":
