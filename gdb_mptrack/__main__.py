@@ -21,6 +21,11 @@ def main(argv=None):
     gen = sub.add_parser("gen-layout", help="write the layout table of the installed DPDK headers")
     gen.add_argument("--output", metavar="FILE", help="default: gdb_mptrack/layouts/dpdk-VERSION.json")
     sub.add_parser("preload-path", help="print the path of the preload agent library (building it if needed)")
+    rep = sub.add_parser("report", help="leaks and faults from an agent log or dump, symbolized")
+    rep.add_argument("file", metavar="FILE", help="MPTRACK_LOG event log or MPTRACK_DUMP CSV")
+    rep.add_argument("--maps", metavar="MAPS", help="the target's /proc/PID/maps (default: from FILE)")
+    rep.add_argument("--paths", metavar="DIR:DIR", help="where to look for the target's binaries")
+    rep.add_argument("--format", choices=["table", "csv", "json", "callgrind", "folded"], default="table")
     args = parser.parse_args(argv)
     if args.command == "gdbinit":
         print(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gdbinit.py"))
@@ -35,6 +40,9 @@ def main(argv=None):
         with open(path, "w") as f:
             f.write(layout.to_json() + "\n")
         print("wrote %s (DPDK %s)" % (path, layout.version))
+    elif args.command == "report":
+        from .report import main as report_main
+        return report_main(args)
     elif args.command == "preload-path":
         from .agent import BuildError, preload_path
         try:

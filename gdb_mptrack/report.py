@@ -179,3 +179,279 @@ def read_file(path: str) -> Trace:
         with open(maps, encoding="utf-8", errors="replace") as f:
             trace.maps = f.read()
     return trace
+
+
+# --------------------------------------------------------------------------- symbols
+
+
+@dataclass
+class Mapping:
+    lo: int
+    hi: int
+    offset: int
+    path: str
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        out.append(Mapping(lo, hi, int(parts[2], 16), parts[5].replace(" (deleted)", "")))
+    out.sort(key=lambda m: m.lo)
+    return out
+
+
+class Binary:
+    """One ELF file: its load segments, function symbols and DWARF line table."""
+
+    def __init__(self, path: str):
+        from elftools.elf.elffile import ELFFile
+        self.path = path
+        self._f = open(path, "rb")
+        self.elf = ELFFile(self._f)
+        self.segments = [(s["p_offset"], s["p_filesz"], s["p_vaddr"]) for s in self.elf.iter_segments()
+                         if s["p_type"] == "PT_LOAD"]
+        syms = {}
+        for name in (".symtab", ".dynsym"):
+            sec = self.elf.get_section_by_name(name)
+            if sec is None:
+                continue
+            for s in sec.iter_symbols():
+                if s["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC") and s["st_value"] and s.name:
+                    syms.setdefault(s["st_value"], (s.name, s["st_size"]))
+        self.sym_addrs = sorted(syms)
+        self.syms = [syms[a] for a in self.sym_addrs]
+        self._lines = None
+
+    def vaddr(self, file_offset: int) -> int | None:
+        for off, size, vaddr in self.segments:
+            if off <= file_offset < off + size:
+                return file_offset - off + vaddr
+        return None
+
+    def function(self, vaddr: int) -> tuple[str, int] | None:
+        i = bisect.bisect_right(self.sym_addrs, vaddr) - 1
+        if i < 0:
+            return None
+        name, size = self.syms[i]
+        start = self.sym_addrs[i]
+        if size and vaddr >= start + size:
+            return None
+        return name, vaddr - start
+
+    def _line_table(self):
+        if self._lines is None:
+            rows = []
+            try:
+                if self.elf.has_dwarf_info():
+                    dwarf = self.elf.get_dwarf_info()
+                    for cu in dwarf.iter_CUs():
+                        lp = dwarf.line_program_for_CU(cu)
+                        if lp is None:
+                            continue
+                        files = lp["file_entry"]
+                        dirs = lp["include_directory"]
+                        v5 = lp.header.version >= 5
+                        for entry in lp.get_entries():
+                            st = entry.state
+                            if st is None:
+                                continue
+                            if st.end_sequence:
+                                rows.append((st.address, None, 0))
+                                continue
+                            idx = st.file if v5 else st.file - 1
+                            name = "?"
+                            if 0 <= idx < len(files):
+                                fe = files[idx]
+                                name = fe.name.decode(errors="replace")
+                                d = fe.dir_index if v5 else fe.dir_index - 1
+                                if not name.startswith("/") and 0 <= d < len(dirs):
+                                    name = os.path.join(dirs[d].decode(errors="replace"), name)
+                            rows.append((st.address, name, st.line))
+            except Exception:  # a DWARF form pyelftools does not know: symbols only
+                rows = []
+            rows.sort(key=lambda r: (r[0], r[1] is not None))
+            self._lines = ([r[0] for r in rows], rows)
+        return self._lines
+
+    def line(self, vaddr: int) -> tuple[str, int] | None:
+        addrs, rows = self._line_table()
+        i = bisect.bisect_right(addrs, vaddr) - 1
+        if i < 0 or rows[i][1] is None:
+            return None
+        return rows[i][1], rows[i][2]
+
+
+class Symbolizer:
+    """Return addresses -> 'function+0xoff (file:line)' through the target's maps."""
+
+    def __init__(self, maps_text: str | None, paths: list[str] | None = None):
+        self.maps = parse_maps(maps_text or "")
+        self.starts = [m.lo for m in self.maps]
+        self.paths = paths or []
+        self.binaries: dict[str, Binary | None] = {}
+        self.cache: dict[int, str] = {}
+
+    def _binary(self, path: str) -> Binary | None:
+        if path not in self.binaries:
+            found = None
+            candidates = []
+            for d in self.paths:
+                candidates += [os.path.join(d, os.path.basename(path)), os.path.join(d, path.lstrip("/"))]
+            candidates.append(path)
+            for c in candidates:
+                if os.path.isfile(c):
+                    try:
+                        found = Binary(c)
+                        break
+                    except ImportError as exc:
+                        raise ReportError(f"symbols need pyelftools ({exc}); install "
+                                          "python3-pyelftools or use /usr/bin/python3") from None
+                    except Exception:
+                        continue
+            self.binaries[path] = found
+        return self.binaries[path]
+
+    def frame(self, pc: int) -> str:
+        if pc in self.cache:
+            return self.cache[pc]
+        text = f"{pc:#x}"
+        i = bisect.bisect_right(self.starts, pc) - 1
+        if i >= 0 and pc < self.maps[i].hi:
+            m = self.maps[i]
+            base = os.path.basename(m.path)
+            offset = pc - m.lo + m.offset
+            text = f"{base}+{offset:#x}"
+            b = self._binary(m.path)
+            if b is not None:
+                v = b.vaddr(offset - 1)   # a return address: the call is before it
+                if v is not None:
+                    fn = b.function(v)
+                    line = b.line(v)
+                    if fn:
+                        text = f"{fn[0]}+{fn[1] + 1:#x}"
+                        text += f" ({os.path.basename(line[0])}:{line[1]})" if line else f" ({base})"
+                    elif line:
+                        text = f"{base}+{offset:#x} ({os.path.basename(line[0])}:{line[1]})"
+        self.cache[pc] = text
+        return text
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass
+class Group:
+    pool: str
+    frames: tuple
+    count: int = 0
+    bytes: int = 0
+    oldest_tsc: int = 0
+    addrs: list = field(default_factory=list)
+
+
+def leak_groups(trace: Trace) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for b in trace.blocks:
+        g = groups.setdefault((b.pool, b.alloc_frames), Group(b.pool, b.alloc_frames))
+        g.count += 1
+        g.bytes += b.size
+        if b.alloc_tsc and (not g.oldest_tsc or b.alloc_tsc < g.oldest_tsc):
+            g.oldest_tsc = b.alloc_tsc
+        g.addrs.append(b.addr)
+    return sorted(groups.values(), key=lambda g: (-g.count, -g.bytes, g.pool))
+
+
+def _age(trace: Trace, g: Group) -> float | None:
+    if not trace.tsc_hz or not g.oldest_tsc or not trace.end_tsc:
+        return None
+    return (trace.end_tsc - g.oldest_tsc) / trace.tsc_hz
+
+
+def render(trace: Trace, fmt: str, sym: Symbolizer) -> str:
+    groups = leak_groups(trace)
+    names = lambda frames: [sym.frame(pc) for pc in frames]  # noqa: E731
+    out = io.StringIO()
+    if fmt == "json":
+        data = {"source": trace.source, "pid": trace.pid, "events": trace.events,
+                "lost": trace.lost,
+                "leaks": [{"count": g.count, "bytes": g.bytes, "pool": g.pool,
+                           "oldest_age_s": _age(trace, g), "backtrace": names(g.frames),
+                           "addresses": [f"{a:#x}" for a in g.addrs[:16]]} for g in groups],
+                "faults": [{"kind": k, "pool": p, "addr": f"{a:#x}", "backtrace": names(fr)}
+                           for k, p, a, fr in trace.faults]}
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(["count", "bytes", "pool", "oldest_age_s", "backtrace"])
+        for g in groups:
+            age = _age(trace, g)
+            w.writerow([g.count, g.bytes, g.pool, "" if age is None else f"{age:.3f}",
+                        " <- ".join(names(g.frames))])
+    elif fmt == "folded":
+        # one frame per function (offsets and lines would split the flames)
+        def fold(pc):
+            text = sym.frame(pc).split(" (", 1)[0]
+            head, _, off = text.rpartition("+0x")
+            name = head if head and "." not in head else text
+            return name.replace(";", ":").replace(" ", "_")
+        for g in groups:
+            stack = ";".join(fold(pc) for pc in reversed(g.frames)) or "[no_backtrace]"
+            out.write(f"{g.pool};{stack} {g.count}\n")
+    elif fmt == "callgrind":
+        out.write("# callgrind format\nversion: 1\ncreator: gdb-mptrack report\n")
+        out.write("events: Objects Bytes\n\n")
+        for g in groups:
+            frames = list(reversed(names(g.frames))) or ["[no backtrace]"]
+            frames.insert(0, f"[pool {g.pool}]")
+            for caller, callee in zip(frames, frames[1:]):
+                out.write(f"fn={caller}\ncfn={callee}\ncalls={g.count} 0\n0 {g.count} {g.bytes}\n\n")
+            out.write(f"fn={frames[-1]}\n0 {g.count} {g.bytes}\n\n")
+    else:
+        out.write(f"{trace.source}: pid {trace.pid or '?'}, {len(trace.blocks)} objects or blocks "
+                  f"in use in {len(groups)} groups")
+        if trace.lost:
+            out.write(f", {trace.lost} events lost")
+        out.write("\n")
+        for g in groups:
+            age = _age(trace, g)
+            out.write(f"\n{g.count} in use from pool {g.pool}"
+                      + (f", {g.bytes} bytes" if g.bytes else "")
+                      + (f", oldest {age:.3f} s" if age is not None else "") + "\n")
+            for i, name in enumerate(names(g.frames)):
+                out.write(f"    #{i} {name}\n")
+            if not g.frames:
+                out.write("    (no backtrace recorded)\n")
+        if trace.faults:
+            out.write(f"\n{len(trace.faults)} faults\n")
+            for k, p, a, fr in trace.faults:
+                out.write(f"\n{k}: pool {p} object {a:#x}\n")
+                for i, name in enumerate(names(fr)):
+                    out.write(f"    #{i} {name}\n")
+    return out.getvalue()
+
+
+def main(args) -> int:
+    """``args``: argparse namespace with file, maps, paths, format."""
+    try:
+        trace = read_file(args.file)
+        maps = trace.maps
+        if args.maps:
+            try:
+                with open(args.maps, encoding="utf-8", errors="replace") as f:
+                    maps = f.read()
+            except OSError as exc:
+                raise ReportError(f"cannot read {args.maps}: {exc.strerror}") from None
+    except ReportError as exc:
+        sys.exit(f"gdb_mptrack: {exc}")
+    paths = [p for p in (args.paths or "").split(":") if p]
+    try:
+        text = render(trace, args.format, Symbolizer(maps, paths))
+    except ReportError as exc:
+        sys.exit(f"gdb_mptrack: {exc}")
+    sys.stdout.write(text)
+    return 0
