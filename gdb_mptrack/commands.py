@@ -87,6 +87,15 @@ class Subcommand(gdb.Command):
         raise NotImplementedError
 
 
+def evaluate_address(words):
+    """The address an expression (given as argument words) evaluates to in the inferior."""
+    expression = " ".join(words)
+    try:
+        return int(gdb.parse_and_eval(expression)) & 0xFFFFFFFFFFFFFFFF
+    except gdb.error as e:
+        raise UserError("cannot evaluate %r: %s" % (expression, e)) from None
+
+
 def complete_pool(text):
     try:
         return [n for n in session().pool_names() if n.startswith(text)]
@@ -206,11 +215,7 @@ class ObjectCommand(Subcommand):
         super().__init__("object")
 
     def run(self, args):
-        expression = " ".join(args.address)
-        try:
-            addr = int(gdb.parse_and_eval(expression)) & 0xFFFFFFFFFFFFFFFF
-        except gdb.error as e:
-            raise UserError("cannot evaluate %r: %s" % (expression, e)) from None
+        addr = evaluate_address(args.address)
         s = session()
         pools, _ = s.pools()
         for pool in pools:

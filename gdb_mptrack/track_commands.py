@@ -10,7 +10,7 @@ import time
 import gdb  # pylint: disable=import-error
 
 from . import render, tracking
-from .commands import Subcommand, complete_pool, emit, make_parser, note
+from .commands import Subcommand, complete_pool, emit, evaluate_address, make_parser, note
 from .shadow import HEAP_POOL
 from .target import UserError, session
 
@@ -295,11 +295,7 @@ class HistoryCommand(Subcommand):
 
     def run(self, args):
         t = _tracker_or_fail()
-        expression = " ".join(args.address)
-        try:
-            addr = int(gdb.parse_and_eval(expression)) & 0xFFFFFFFFFFFFFFFF
-        except gdb.error as e:
-            raise UserError("cannot evaluate %r: %s" % (expression, e)) from None
+        addr = evaluate_address(args.address)
         for shadow_pool in t.shadows.shadows(heap=True):
             entry = shadow_pool.entries.get(addr)
             if entry is None:

@@ -87,13 +87,12 @@ def _thread_id():
 
 
 class Symbolizer:
-    """Frame PC -> text, computed once per distinct PC.
+    """Frame PC -> lines of text (one per frame, inlined ones first), computed once per distinct PC.
 
     A PC is described the first time a backtrace meets it, from gdb's frames
-    at that moment: that is the only time gdb can tell the call-site line of
-    a function whose callee was inlined (find_sal of the real frame).  PCs
-    seen only later (or in reports about other threads) fall back to static
-    lookup: the block chain and the line table.
+    at that moment, like gdb's own `bt`: each function inlined at that PC gets
+    its own line with the line it was at, marked "(inlined)".  PCs met only
+    later fall back to a static lookup (the block chain and the line table).
     """
 
     def __init__(self):
@@ -103,26 +102,28 @@ class Symbolizer:
         """Describe pc from its frames, innermost (inlined) first, the real function last."""
         if pc in self._cache:
             return
-        outer = frames[-1]
-        names = [f.name() for f in frames if f.name()]
-        if names:
-            name = names[-1] + ("" if len(names) == 1 else " (inlined %s)" % " <- ".join(names[:-1]))
-        else:
-            name = self._static_name(pc)
-        sal = outer.find_sal()
-        where = ""
-        if sal.symtab is not None and sal.line:
-            where = " at %s:%d" % (sal.symtab.filename.rsplit("/", 1)[-1], sal.line)
-        self._cache[pc] = "0x%x %s%s" % (pc, name, where)
-
-    def frame(self, pc):
-        text = self._cache.get(pc)
-        if text is None:
-            text = self._cache[pc] = self._describe(pc)
-        return text
+        lines = []
+        for i, frame in enumerate(frames):
+            name = frame.name() or self._static_name(pc)
+            inlined = " (inlined)" if i < len(frames) - 1 else ""
+            lines.append("0x%x %s%s%s" % (pc, name, inlined, self._where(frame.find_sal())))
+        self._cache[pc] = lines
 
     def frames(self, pcs):
-        return [self.frame(pc) for pc in pcs]
+        """Text lines for a backtrace's PCs (inlined functions expand to several lines)."""
+        out = []
+        for pc in pcs:
+            lines = self._cache.get(pc)
+            if lines is None:
+                lines = self._cache[pc] = [self._describe(pc)]
+            out += lines
+        return out
+
+    @staticmethod
+    def _where(sal):
+        if sal.symtab is not None and sal.line:
+            return " at %s:%d" % (sal.symtab.filename.rsplit("/", 1)[-1], sal.line)
+        return ""
 
     @staticmethod
     def _static_name(pc):
@@ -149,11 +150,7 @@ class Symbolizer:
             name = names[-1] + ("" if len(names) == 1 else " (inlined %s)" % " <- ".join(names[:-1]))
         else:
             name = cls._static_name(pc)
-        sal = gdb.find_pc_line(lookup)
-        where = ""
-        if sal.symtab is not None and sal.line:
-            where = " at %s:%d" % (sal.symtab.filename.rsplit("/", 1)[-1], sal.line)
-        return "0x%x %s%s" % (pc, name, where)
+        return "0x%x %s%s" % (pc, name, cls._where(gdb.find_pc_line(lookup)))
 
 
 SYMBOLS = Symbolizer()
@@ -483,24 +480,36 @@ class ReturnSite(_TrackerBreakpoint):
         return self.tracker.returned()
 
 
+def _driver_call(tracker):
+    """(tracked pool, obj_table, n) of a driver call stopped at entry, or None for untracked pools."""
+    frame = gdb.newest_frame()
+    tracked = tracker.pools.get(_arg(frame, 0))
+    if tracked is None:
+        return None
+    return tracked, _arg(frame, 1), min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
+
+
+def _record_each(tracker, objs, record):
+    """Apply record(obj) -> Fault|None to every object; report faults; True when one should stop."""
+    stop = False
+    for obj in objs:
+        fault = record(obj)
+        if fault is not None:
+            stop = tracker.report(fault) or stop
+    return stop
+
+
 class EnqueueBreakpoint(_TrackerBreakpoint):
     """Driver enqueue entry: objects put back into a pool."""
 
     def on_hit(self):
         t = self.tracker
-        frame = gdb.newest_frame()
-        tracked = t.pools.get(_arg(frame, 0))
-        if tracked is None:
+        call = _driver_call(t)
+        if call is None:
             return False
-        n = min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
-        objs = t.read_ptrs(_arg(frame, 1), n)
+        tracked, obj_table, n = call
         event = t.new_event("free", caller_pcs())
-        stop = False
-        for obj in objs:
-            fault = t.check_free(tracked, obj, event)
-            if fault is not None:
-                stop = t.report(fault) or stop
-        return stop
+        return _record_each(t, t.read_ptrs(obj_table, n), lambda obj: t.check_free(tracked, obj, event))
 
 
 class _Return:
@@ -519,25 +528,16 @@ class _DequeueReturn(_Return):
         if _reg(frame, "rax") & 0xFFFFFFFF or t.pools.get(self.tracked.addr) is not self.tracked:
             return False  # the dequeue failed (-ENOBUFS), or the pool is no longer tracked
         event = t.new_event("alloc", self.pcs)
-        stop = False
-        for obj in t.read_ptrs(self.obj_table, self.n):
-            fault = self.tracked.shadow.alloc(obj, event)
-            if fault is not None:
-                stop = t.report(fault) or stop
-        return stop
+        return _record_each(t, t.read_ptrs(self.obj_table, self.n), lambda obj: self.tracked.shadow.alloc(obj, event))
 
 
 class DequeueBreakpoint(_TrackerBreakpoint):
     """Driver dequeue entry: note the call; objects are read at its return site."""
 
     def on_hit(self):
-        t = self.tracker
-        frame = gdb.newest_frame()
-        tracked = t.pools.get(_arg(frame, 0))
-        if tracked is None:
-            return False
-        n = min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
-        t.expect_return(frame, _DequeueReturn(t, tracked, _arg(frame, 1), n))
+        call = _driver_call(self.tracker)
+        if call is not None:
+            self.tracker.expect_return(gdb.newest_frame(), _DequeueReturn(self.tracker, *call))
         return False
 
 
