@@ -148,6 +148,7 @@ class Tracker:
     def __init__(self):
         self.pools = {}
         self.heap = None
+        self.now = time.time  # the clock of the events' times, for ages
         self.seq = 0
         self.marks = {}
         self.faults = []

@@ -91,6 +91,7 @@ class Session:
             raise UserError(str(e)) from None
         self._scan = None
         self._pools = {}
+        self.derived = {}  # other layers' results for this stop (e.g. the agent's tables)
 
     def _missing_memory_prefix(self):
         """For a core without most of its writable memory: say so first, since it explains what follows."""

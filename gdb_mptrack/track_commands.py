@@ -5,8 +5,6 @@ Leak groups are printed as a table (tabulate) or written as JSON/CSV with
 one backtrace per group, frames symbolized once per distinct PC.
 """
 
-import time
-
 import gdb  # pylint: disable=import-error
 
 from . import render, tracking
@@ -171,10 +169,30 @@ LEAKS.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-' for std
 LEAK_KEYS = ("count", "bytes", "pool", "oldest_age", "backtrace")
 
 
+def current_shadows(required=True):
+    """(source, shadow.Tracker): breakpoint tracking when active, else the preload agent's tables."""
+    t = tracking.tracker(create=False)
+    if t is not None and (t.shadows.pools or t.shadows.heap is not None or t.pools):
+        return "breakpoints", t.shadows
+    if gdb.selected_inferior().pid:
+        s = session()
+        if "agent" not in s.derived:
+            from .agent_view import agent_tables, shadows_from_agent
+            tables = agent_tables()
+            s.derived["agent"] = shadows_from_agent(tables) if tables is not None else None
+        if s.derived["agent"] is not None:
+            return "agent", s.derived["agent"]
+    if required:
+        raise UserError("nothing is tracked: use 'mptrack track ...', or run the program with the preload "
+                        "agent (LD_PRELOAD=$(python3 -m gdb_mptrack preload-path))")
+    return None, None
+
+
 def _tracker_or_fail():
+    """The breakpoint tracker (marks and diffs need its event sequence)."""
     t = tracking.tracker(create=False)
     if t is None:
-        raise UserError("nothing is tracked (see 'help mptrack track')")
+        raise UserError("nothing is tracked with breakpoints (see 'help mptrack track'); marks need it")
     return t
 
 
@@ -185,8 +203,7 @@ def _mark(t, name):
         raise UserError("no mark %r; marks: %s" % (name, ", ".join(sorted(t.shadows.marks)) or "none")) from None
 
 
-def _leak_records(groups):
-    now = time.time()
+def _leak_records(groups, now):
     return [{"count": g.count, "bytes": g.bytes, "pool": g.pool,
              "oldest_age": None if g.oldest is None else round(now - g.oldest, 3),
              "backtrace": tracking.SYMBOLS.frames(g.pcs),
@@ -212,17 +229,18 @@ def _print_leaks(records, args):
             gdb.write("    #%d %s\n" % (i, frame))
 
 
-def _chosen_shadows(t, pools, heap_flag):
+def _chosen_shadows(shadows, pools, heap_flag):
     names = set(pools) if pools else None
     if names:
-        unknown = names - {p.name for p in t.shadows.pools.values()} - ({HEAP_POOL} if heap_flag else set())
+        unknown = names - {p.name for p in shadows.pools.values()}
         if unknown:
             raise UserError("not tracked: %s" % ", ".join(sorted(unknown)))
     if heap_flag and not pools:
-        if t.shadows.heap is None:
-            raise UserError("the rte_malloc family is not tracked (mptrack track --malloc)")
-        return [t.shadows.heap]
-    return t.shadows.shadows(names, heap=heap_flag or not pools)
+        if shadows.heap is None:
+            raise UserError("the rte_malloc family is not tracked (mptrack track --malloc, or MPTRACK_MALLOC=1 "
+                            "for the agent)")
+        return [shadows.heap]
+    return shadows.shadows(names, heap=heap_flag or not pools)
 
 
 class LeaksCommand(Subcommand):
@@ -236,10 +254,12 @@ class LeaksCommand(Subcommand):
         return complete_pool(word or "")
 
     def run(self, args):
-        t = _tracker_or_fail()
-        since = _mark(t, args.since) if args.since else 0
-        groups = t.shadows.leaks(_chosen_shadows(t, args.pools, args.malloc), since)
-        _print_leaks(_leak_records(groups), args)
+        source, shadows = current_shadows()
+        since = _mark(_tracker_or_fail(), args.since) if args.since else 0
+        groups = shadows.leaks(_chosen_shadows(shadows, args.pools, args.malloc), since)
+        if source == "agent" and not (args.json or args.csv):
+            gdb.write("from the preload agent's tables (ages relative to its newest event)\n")
+        _print_leaks(_leak_records(groups, shadows.now()), args)
 
 
 DIFF = make_parser("diff", "What was allocated between two marks and is still out.")
@@ -262,7 +282,7 @@ class DiffCommand(Subcommand):
         if second < first:
             first, second = second, first
         groups = t.shadows.leaks(t.shadows.shadows(heap=True), first, second)
-        _print_leaks(_leak_records(groups), args)
+        _print_leaks(_leak_records(groups, t.shadows.now()), args)
 
 
 MARK = make_parser("mark", "Name the current point of the event stream, for 'leaks --since' and 'diff'.")
@@ -294,9 +314,9 @@ class HistoryCommand(Subcommand):
         super().__init__("history")
 
     def run(self, args):
-        t = _tracker_or_fail()
+        _, shadows = current_shadows()
         addr = evaluate_address(args.address)
-        for shadow_pool in t.shadows.shadows(heap=True):
+        for shadow_pool in shadows.shadows(heap=True):
             entry = shadow_pool.entries.get(addr)
             if entry is None:
                 continue
@@ -312,8 +332,8 @@ class HistoryCommand(Subcommand):
 
 def backtrace_columns(pool):
     """For `mptrack dump`: addr -> (alloc_backtrace, free_backtrace) when pool is tracked, else None."""
-    t = tracking.tracker(create=False)
-    shadow_pool = t.shadows.pools.get(pool.addr) if t else None
+    _, shadows = current_shadows(required=False)
+    shadow_pool = shadows.pools.get(pool.addr) if shadows else None
     if shadow_pool is None:
         return None
 

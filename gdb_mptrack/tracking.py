@@ -446,8 +446,10 @@ def format_fault(fault):
 def format_event(title, event):
     if event is None:
         return "  %s: none recorded" % title
-    head = "  %s (event %d, thread %s%s):" % (title, event.seq, event.thread,
-                                             "" if event.lcore is None else ", lcore %d" % event.lcore)
+    facts = [("event %d" % event.seq) if event.seq else "", ("thread %s" % event.thread) if event.thread else "",
+             ("lcore %d" % event.lcore) if event.lcore is not None else ""]
+    facts = ", ".join(f for f in facts if f)
+    head = "  %s%s:" % (title, " (%s)" % facts if facts else "")
     frames = ["    #%d %s" % (i, text) for i, text in enumerate(SYMBOLS.frames(event.pcs))]
     return "\n".join([head] + (frames or ["    (no backtrace)"]))
 

@@ -24,8 +24,7 @@ import pytest
 
 from gdb_mptrack import agent as agent_build
 
-HERE = Path(__file__).resolve().parent
-EAL = ["--no-huge", "-m", "256", "--no-pci", "-l", "0,1", "--log-level", "error"]
+from agent_support import EAL, HERE, wait_file  # noqa: F401  (shared with the test modules)
 RUN_TIMEOUT = 120
 
 
@@ -133,18 +132,6 @@ class AgentRunner:
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         proc.log_file = log
         return proc, truth
-
-
-def wait_file(path: Path, proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            proc.log_file.seek(0)
-            raise AssertionError(f"exited {proc.returncode} before writing {path}:\n"
-                                 f"{proc.log_file.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {path} after {timeout}s")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import EAL
+from agent_support import EAL
 
 pytestmark = pytest.mark.skipif(shutil.which("dpdk-test") is None,
                                 reason="dpdk-test not installed (Debian package dpdk-dev)")

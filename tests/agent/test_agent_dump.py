@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import wait_file
+from agent_support import wait_file
 
 COLUMNS = ["addr", "state", "alloc_backtrace", "free_backtrace", "pool", "alloc_lcore",
            "free_lcore", "size"]

@@ -70,7 +70,7 @@ def test_rte_free_twice(agent, agent_programs):
 def test_no_fault_without_bug(agent, agent_programs):
     """The same program, with the faulty step left out, reports nothing: the held mode."""
     proc, truth = agent.start(agent_programs["agent_prog"], "held", MPTRACK_MALLOC=1)
-    from conftest import wait_file  # noqa: E402  (tests/agent/conftest.py)
+    from agent_support import wait_file
     wait_file(truth, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from conftest import wait_file
+from agent_support import wait_file
 from gdb_mptrack.report import read_file
 
 

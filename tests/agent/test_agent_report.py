@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import wait_file
+from agent_support import wait_file
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 

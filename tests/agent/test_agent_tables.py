@@ -18,7 +18,7 @@ import subprocess
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import HERE, wait_file
+from agent_support import HERE, wait_file
 from gdb_mptrack import agent_tables as at
 from gdb_mptrack.agent import AGENT_DIR
 
