@@ -23,6 +23,7 @@ PACKAGES=(
 	python3-tabulate
 	python3-pytest
 	python3-pytest-xdist
+	libunwind8 # the preload agent's unwinder (dlopen'ed; glibc backtrace() is the slow fallback)
 )
 
 say() { printf 'setup: %s\n' "$*"; }
