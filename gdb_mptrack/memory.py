@@ -15,9 +15,6 @@ is on disk now, which may belong to a newer process.  `CoreMemory` raises
 import mmap
 import os
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 PF_W = 2
 COREDUMP_FILTER_HINT = ("include it by setting /proc/PID/coredump_filter before the crash or gcore "
                         "(bit 0 anonymous private, bit 1 anonymous shared, bit 3 file-backed shared, "
@@ -73,6 +70,8 @@ class CoreMemory:
     """Memory held in an ELF core file; anything else raises MemoryMissing."""
 
     def __init__(self, path):
+        from elftools.common.exceptions import ELFError  # only cores need pyelftools
+        from elftools.elf.elffile import ELFFile
         self.path = path
         try:
             self._file = open(path, "rb")
