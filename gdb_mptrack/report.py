@@ -28,7 +28,8 @@ import sys
 from dataclasses import dataclass, field
 
 LOG_MAGIC = b"MPTLOG1\0"
-EVENT = struct.Struct("<QQIIHHB3x")
+LOG_VERSIONS = (1, 2)   # 1: no generations (replayed in file order); 2: generations and epochs
+EVENT = struct.Struct("<QQIIHHBBH")  # ..., kind, seq (3 bytes, little-endian: B + H)
 HEADER = struct.Struct("<8sIIIIQQiI16x")
 
 EV_ALLOC, EV_FREE, EV_FAULT, EV_POOL, EV_POOL_GONE, EV_MALLOC, EV_MFREE, EV_STACK, EV_MAPS, \
@@ -87,23 +88,60 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+def _serial_newer(a: int, b: int, bits: int) -> bool:
+    """Is generation ``a`` after ``b``, both taken modulo 2**bits (RFC 1982)?"""
+    d = (a - b) % (1 << bits)
+    return 0 < d < (1 << (bits - 1))
+
+
+class _Latest:
+    """The newest event of one object or block: (generation, FREE after ALLOC).
+
+    Two threads' events reach the log in batches, and their timestamps come
+    from a 1 ms clock: neither orders a put on one lcore and the get of the
+    same object on another a microsecond later.  The generation does: a get
+    carries the object's alloc count, a put the count of the get it ends."""
+
+    __slots__ = ("gen", "freed", "block", "stack")
+
+    def __init__(self, gen: int, freed: bool, block: Block | None, stack: int):
+        self.gen, self.freed, self.block, self.stack = gen, freed, block, stack
+
+    def older_than(self, gen: int, freed: bool, bits: int) -> bool:
+        if gen != self.gen:
+            return _serial_newer(gen, self.gen, bits) if bits else gen > self.gen
+        return freed >= self.freed   # same generation: the free ends the alloc; ties: file order
+
+
 def read_log(data: bytes, source: str = "log") -> Trace:
-    """Replay an event log: the objects and blocks in use at its end, and its faults."""
+    """Replay an event log: the objects and blocks in use at its end, and its faults.
+
+    Version 2 logs are replayed per object by generation (see _Latest), and per
+    pool epoch (a pool slot reused by a new pool is a new epoch): the result
+    does not depend on the order in which the writer interleaved the threads.
+    Version 1 logs carry no generation: they are replayed in file order."""
     if len(data) < HEADER.size or not data.startswith(LOG_MAGIC):
         raise ReportError(f"{source}: not an mptrack event log (no {LOG_MAGIC[:7].decode()} magic)")
     (_, version, header_size, event_size, _depth, tsc_hz, _start, pid, _r) = HEADER.unpack_from(data)
-    if version != 1 or event_size != EVENT.size:
+    if version not in LOG_VERSIONS or event_size != EVENT.size:
         raise ReportError(f"{source}: log version {version} with {event_size}-byte events "
-                          "is not supported (version 1, 32 bytes)")
+                          f"is not supported (versions {', '.join(map(str, LOG_VERSIONS))}, "
+                          f"{EVENT.size} bytes)")
+    ordered = version >= 2
     trace = Trace(source, pid=pid, tsc_hz=tsc_hz)
     stacks: dict[int, tuple] = {0: ()}
-    pools: dict[int, str] = {}
-    live: dict[tuple, Block] = {}
+    pools: dict[tuple, str] = {}              # (slot, epoch) -> name
+    gone: set[tuple] = set()                  # (slot, epoch) of pools freed
+    latest: dict[tuple, _Latest] = {}         # (slot, epoch, addr) -> newest event
+    faults: list[tuple] = []                  # (kind, (slot, epoch), addr, stack id)
     off = header_size
     n = len(data)
+    index = 0
     while off + EVENT.size <= n:
-        tsc, addr, stack, aux, pool, lcore, kind = EVENT.unpack_from(data, off)
+        tsc, addr, stack, aux, pool, lcore, kind, seq_lo, seq_hi = EVENT.unpack_from(data, off)
+        seq = seq_lo | seq_hi << 8 if ordered else 0
         off += EVENT.size
+        index += 1
         if kind == EV_STACK:
             blocks = (aux * 8 + 31) // 32
             raw = data[off:off + aux * 8]
@@ -115,7 +153,7 @@ def read_log(data: bytes, source: str = "log") -> Trace:
             off += 32 * ((aux + 31) // 32)
             continue
         if kind == EV_POOL:
-            pools[pool] = _cstr(data[off:off + 32])
+            pools[(pool, seq)] = _cstr(data[off:off + 32])
             off += 32
             continue
         if kind == EV_CLOCK:
@@ -124,24 +162,53 @@ def read_log(data: bytes, source: str = "log") -> Trace:
         if kind == EV_LOST:
             trace.lost += aux
             continue
-        name = "rte_malloc" if pool == MALLOC_POOL else pools.get(pool, f"pool#{pool}")
+        malloc = pool == MALLOC_POOL
+        where = (MALLOC_POOL, 0) if malloc else (pool, seq)
         trace.end_tsc = max(trace.end_tsc, tsc)
-        if kind in (EV_ALLOC, EV_MALLOC):
+        if kind in (EV_ALLOC, EV_MALLOC, EV_FREE, EV_MFREE):
             trace.events += 1
-            live[(name, addr)] = Block(addr, name, "in-use", stacks.get(stack, ()),
-                                       size=aux if kind == EV_MALLOC else 0,
-                                       alloc_lcore=None if lcore == LCORE_NONE else lcore,
-                                       alloc_tsc=tsc)
-        elif kind in (EV_FREE, EV_MFREE):
-            trace.events += 1
-            live.pop((name, addr), None)
+            freed = kind in (EV_FREE, EV_MFREE)
+            if not ordered:
+                gen, bits = index, 0
+            elif malloc:
+                gen, bits = seq, 24
+            else:
+                gen, bits = aux, 32
+            key = where + (addr,)
+            cur = latest.get(key)
+            if cur is None or cur.older_than(gen, freed, bits):
+                block = None if freed else Block(
+                    addr, "", "in-use", size=aux if kind == EV_MALLOC else 0,
+                    alloc_lcore=None if lcore == LCORE_NONE else lcore, alloc_tsc=tsc)
+                if cur is None:
+                    latest[key] = _Latest(gen, freed, block, stack)
+                else:
+                    cur.gen, cur.freed, cur.block, cur.stack = gen, freed, block, stack
         elif kind == EV_POOL_GONE:
-            for key in [k for k in live if k[0] == name]:
-                del live[key]
+            if ordered:
+                gone.add(where)
+            else:   # version 1: what was logged before the POOL_GONE record
+                for key in [k for k in latest if k[:2] == where]:
+                    del latest[key]
         elif kind == EV_FAULT:
-            trace.faults.append((FAULT_KINDS.get(aux, f"fault {aux}"), name, addr,
-                                 stacks.get(stack, ())))
-    trace.blocks = sorted(live.values(), key=lambda b: (b.pool, b.addr))
+            faults.append((aux, where, addr, stack))
+
+    def name(where: tuple) -> str:
+        if where[0] == MALLOC_POOL:
+            return "rte_malloc"
+        return pools.get(where, f"pool#{where[0]}")
+
+    blocks = []
+    for key, cur in latest.items():
+        if cur.block is None or key[:2] in gone:
+            continue
+        b = cur.block
+        b.pool = name(key[:2])
+        b.alloc_frames = stacks.get(cur.stack, ())
+        blocks.append(b)
+    trace.blocks = sorted(blocks, key=lambda b: (b.pool, b.addr))
+    trace.faults = [(FAULT_KINDS.get(k, f"fault {k}"), name(w), a, stacks.get(sid, ()))
+                    for k, w, a, sid in faults]
     return trace
 
 

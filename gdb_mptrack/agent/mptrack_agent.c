@@ -243,7 +243,8 @@ static void dump_init(void);
 static void log_init(void);
 static int log_on;
 static void log_event(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux,
-		      uint16_t lcore, uint64_t tsc);
+		      uint16_t lcore, uint64_t tsc, uint32_t seq);
+static uint32_t log_epoch[MPTRACK_MAX_POOLS];  /* the log's epoch of each pool slot */
 static void log_simple(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux);
 static void log_pool(const struct mptrack_pool *p);
 static void log_flush_now(void);
@@ -1085,8 +1086,8 @@ track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 		o->alloc_tsc = now;
 		o->allocs++;
 		if (UNLIKELY(log_on))
-			log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, (uintptr_t)objs[i], sid, 0,
-				  lcore, now);
+			log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, (uintptr_t)objs[i], sid,
+				  o->allocs, lcore, now, log_epoch[p->slot]);
 	}
 	tls_busy--;
 }
@@ -1114,8 +1115,8 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 		o->free_lcore = lcore;
 		o->free_tsc = now;
 		if (UNLIKELY(log_on))
-			log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, (uintptr_t)objs[i], sid, 0,
-				  lcore, now);
+			log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, (uintptr_t)objs[i], sid,
+				  o->allocs, lcore, now, log_epoch[p->slot]);
 	}
 	tls_busy--;
 }
@@ -1351,6 +1352,7 @@ rte_mempool_free(struct rte_mempool *mp)
 
 static struct mptrack_malloc_table mtab;
 static struct mptrack_block *mslots;
+static uint32_t *mgen;      /* per slot: allocs of its address (the log's generation) */
 
 static void
 malloc_init(unsigned long capacity)
@@ -1361,6 +1363,14 @@ malloc_init(unsigned long capacity)
 		cap <<= 1;
 	mslots = map_anon(cap * sizeof(struct mptrack_block), 0);
 	if (mslots == NULL) {
+		say("mptrack-agent: cannot map the rte_malloc table: MPTRACK_MALLOC is off\n");
+		cfg.malloc_on = 0;
+		return;
+	}
+	mgen = map_anon(cap * sizeof(*mgen), 0);
+	if (mgen == NULL) {
+		munmap(mslots, cap * sizeof(struct mptrack_block));
+		mslots = NULL;
 		say("mptrack-agent: cannot map the rte_malloc table: MPTRACK_MALLOC is off\n");
 		cfg.malloc_on = 0;
 		return;
@@ -1411,11 +1421,12 @@ block_alloc(void *ptr, size_t size, void *ra)
 		b->alloc_stack = event_stack(ra, nested);
 		b->alloc_lcore = cur_lcore();
 		b->alloc_tsc = now_tsc();
+		mgen[b - mslots]++;
 		A_STORE(&b->state, 2);
 		if (log_on)
 			log_event(MPTRACK_EV_MALLOC, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
 				  b->alloc_stack, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size,
-				  b->alloc_lcore, b->alloc_tsc);
+				  b->alloc_lcore, b->alloc_tsc, mgen[b - mslots]);
 	}
 	tls_busy--;
 }
@@ -1513,7 +1524,7 @@ block_free(void *ptr, void *ra)
 		b->free_tsc = now_tsc();
 		if (log_on)
 			log_event(MPTRACK_EV_MFREE, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
-				  b->free_stack, 0, b->free_lcore, b->free_tsc);
+				  b->free_stack, 0, b->free_lcore, b->free_tsc, mgen[b - mslots]);
 		tls_busy--;
 		return 1;
 	}
@@ -1602,8 +1613,16 @@ realloc_common(void *ptr, size_t size, void *(*call)(void *, size_t, unsigned in
 	} else if (ptr != NULL && size != 0) {
 		/* failed: ptr is still allocated */
 		struct mptrack_block *b = block_slot((uintptr_t)ptr, 0);
-		if (b != NULL)
+		if (b != NULL) {
+			/* a new generation in the log: the MFREE before it was undone */
+			mgen[b - mslots]++;
 			A_STORE(&b->state, 2);
+			if (log_on)
+				log_event(MPTRACK_EV_MALLOC, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
+					  b->alloc_stack, b->size > UINT32_MAX ? UINT32_MAX :
+					  (uint32_t)b->size, b->alloc_lcore, b->alloc_tsc,
+					  mgen[b - mslots]);
+		}
 	}
 	return r;
 }
@@ -1952,9 +1971,14 @@ log_my_ring(void)
 	return s <= LOG_THREADS ? log_rings[s - 1] : NULL;
 }
 
+/*
+ * Append an event to this thread's ring.  seq: the 24-bit sequence field (a
+ * pool event's pool epoch, an rte_malloc event's generation; see
+ * mptrack_agent.h).
+ */
 static void
 log_event(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux,
-	  uint16_t lcore, uint64_t tsc)
+	  uint16_t lcore, uint64_t tsc, uint32_t seq)
 {
 	struct log_ring *r;
 	struct mptrack_event *e;
@@ -1987,6 +2011,9 @@ log_event(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t a
 	e->pool = pool;
 	e->lcore = lcore;
 	e->kind = kind;
+	e->seq[0] = (uint8_t)seq;
+	e->seq[1] = (uint8_t)(seq >> 8);
+	e->seq[2] = (uint8_t)(seq >> 16);
 	A_STORE(&r->head, h + 1);
 out:
 	tls_log_busy = 0;
@@ -1996,16 +2023,22 @@ static void
 log_simple(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux)
 {
 	if (log_on)
-		log_event(kind, pool, addr, stack, aux, cur_lcore(), rte_rdtsc());
+		log_event(kind, pool, addr, stack, aux, cur_lcore(), rte_rdtsc(),
+			  pool < MPTRACK_MAX_POOLS ? log_epoch[pool] : 0);
 }
 
-/* A POOL record and its name block, published together. */
+/*
+ * A pool starts being tracked (under slow_lock): its slot gets a new epoch,
+ * then a POOL record and its name block, published together.
+ */
 static void
 log_pool(const struct mptrack_pool *p)
 {
+	static uint32_t epochs;
 	struct log_ring *r;
 	uint64_t h;
 
+	log_epoch[p->slot] = ++epochs & 0xffffff;
 	if (!log_on || tls_log_busy)
 		return;
 	tls_log_busy = 1;
@@ -2020,6 +2053,9 @@ log_pool(const struct mptrack_pool *p)
 		e->pool = (uint16_t)p->slot;
 		e->lcore = cur_lcore();
 		e->kind = MPTRACK_EV_POOL;
+		e->seq[0] = (uint8_t)log_epoch[p->slot];
+		e->seq[1] = (uint8_t)(log_epoch[p->slot] >> 8);
+		e->seq[2] = (uint8_t)(log_epoch[p->slot] >> 16);
 		memset(name, 0, sizeof(*name));
 		memcpy(name, p->name, sizeof(*name) < sizeof(p->name) ? sizeof(*name) : sizeof(p->name));
 		((char *)name)[sizeof(*name) - 1] = '\0';
@@ -2231,7 +2267,7 @@ log_open(void)
 	}
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, MPTRACK_LOG_MAGIC, sizeof(MPTRACK_LOG_MAGIC));
-	h.version = MPTRACK_TABLES_VERSION;
+	h.version = MPTRACK_LOG_VERSION;
 	h.header_size = sizeof(h);
 	h.event_size = sizeof(struct mptrack_event);
 	h.bt_depth = cfg.depth;

@@ -191,16 +191,28 @@ struct mptrack_tables {
  * child writes FILE.PID).  A struct mptrack_log_header, then 32-byte records,
  * each a struct mptrack_event; STACK and MAPS records are followed by raw
  * 32-byte blocks (frames, or the text of /proc/self/maps, zero-padded).
- * Events of one thread are in order; threads are interleaved by batches: sort
- * by tsc.  A STACK record precedes the first event that uses its id; a POOL
- * record (followed by one block: the pool name) precedes the pool's events; a
- * MAPS record is written at start and whenever a library was loaded.
+ * Events of one thread are in order; threads are interleaved by batches, and
+ * neither the file order nor the timestamps (a 1 ms clock by default) order
+ * two threads' events.  A reader replays per object instead, by generation:
+ * ALLOC carries the object's generation (its alloc count, from 1), FREE the
+ * generation of the alloc it ends, so the newest state of an object is its
+ * event with the highest (generation, FREE after ALLOC).  rte_malloc events
+ * carry a per-address generation the same way (in seq), and every pool event
+ * the pool's epoch (in seq: a pool slot reused by a later pool is a new
+ * epoch), so a reader keys objects by (pool, epoch, address).  Generations
+ * wrap: compare them as serial numbers (RFC 1982).
+ * A STACK record precedes the first event that uses its id; a POOL record
+ * (followed by one block: the pool name) precedes the pool's events in its
+ * thread, not necessarily in the file; a MAPS record is written at start and
+ * whenever a library was loaded.
+ * Version 1 (no generations, no epochs) could only be replayed in file order.
  */
 #define MPTRACK_LOG_MAGIC "MPTLOG1"
+#define MPTRACK_LOG_VERSION 2
 
 struct mptrack_log_header {
 	char magic[8];          /* MPTRACK_LOG_MAGIC */
-	uint32_t version;       /* MPTRACK_TABLES_VERSION */
+	uint32_t version;       /* MPTRACK_LOG_VERSION */
 	uint32_t header_size;   /* sizeof(struct mptrack_log_header) */
 	uint32_t event_size;    /* sizeof(struct mptrack_event) = 32 */
 	uint32_t bt_depth;
@@ -212,13 +224,13 @@ struct mptrack_log_header {
 };
 
 enum mptrack_event_kind {
-	MPTRACK_EV_ALLOC = 1,   /* get: pool, addr, stack, lcore, tsc */
-	MPTRACK_EV_FREE = 2,    /* put */
+	MPTRACK_EV_ALLOC = 1,   /* get: pool, addr, stack, lcore, tsc; aux: generation (>= 1) */
+	MPTRACK_EV_FREE = 2,    /* put; aux: generation of the alloc it ends (0: never got) */
 	MPTRACK_EV_FAULT = 3,   /* aux: enum mptrack_fault_kind */
 	MPTRACK_EV_POOL = 4,    /* pool created: addr = rte_mempool *, aux = capacity; + name block */
 	MPTRACK_EV_POOL_GONE = 5,
-	MPTRACK_EV_MALLOC = 6,  /* rte_malloc family: pool = 0xffff, aux = size (capped) */
-	MPTRACK_EV_MFREE = 7,   /* rte_free */
+	MPTRACK_EV_MALLOC = 6,  /* rte_malloc family: pool = 0xffff, aux = size (capped), seq: generation */
+	MPTRACK_EV_MFREE = 7,   /* rte_free; seq: generation of the alloc it ends */
 	MPTRACK_EV_STACK = 8,   /* stack: id, aux: depth; + ceil(depth / 4) blocks of frames */
 	MPTRACK_EV_MAPS = 9,    /* aux: length in bytes; + ceil(length / 32) blocks of text */
 	MPTRACK_EV_LOST = 10,   /* aux: events dropped (a thread's buffer was full) */
@@ -235,7 +247,9 @@ struct mptrack_event {
 	uint16_t pool;          /* slot in mptrack_tables.pools[] */
 	uint16_t lcore;
 	uint8_t kind;           /* enum mptrack_event_kind */
-	uint8_t reserved[3];
+	uint8_t seq[3];         /* 24 bits, little-endian: pool events (ALLOC, FREE, FAULT,
+				 * POOL, POOL_GONE): the pool's epoch; MALLOC, MFREE: the
+				 * block's generation; else 0 */
 };
 
 #ifdef __cplusplus
