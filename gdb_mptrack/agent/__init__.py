@@ -1,7 +1,7 @@
 """Build the preload agent (``mptrack_agent.c``) and find the built library.
 
-``preload_path()`` returns the absolute path of ``libmptrack_agent.so``,
-compiling it first with ``cc`` against ``pkg-config libdpdk`` when the cached
+``preload_path()`` returns the absolute path of ``libmptrack_agent.so``
+(``mptrack_agent.c`` and its unwinder ``unwind.c``), compiling it first with ``cc`` against ``pkg-config libdpdk`` when the cached
 build is missing or stale.  A build is identified by a hash of the sources, the
 compiler command line, the compiler's version and DPDK's version, so editing a
 source, changing compiler or upgrading DPDK all rebuild.  The library goes to
@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 AGENT_DIR = Path(__file__).resolve().parent
-SOURCES = ("mptrack_agent.c", "mptrack_agent.h")
+SOURCES = ("mptrack_agent.c", "mptrack_agent.h", "unwind.c", "unwind.h")
+C_SOURCES = [name for name in SOURCES if name.endswith(".c")]
 LIBRARY = "libmptrack_agent"
 
 CFLAGS = ["-O2", "-g", "-fPIC", "-shared", "-fno-omit-frame-pointer", "-fvisibility=hidden",
@@ -66,8 +67,8 @@ def cache_dir() -> Path:
 def build_command(output: Path, cc: str | None = None) -> list[str]:
     cflags, libs, _ = dpdk_flags()
     cc = cc or os.environ.get("CC", "cc")
-    return ([cc] + CFLAGS + cflags + [str(AGENT_DIR / "mptrack_agent.c"), "-o", str(output)]
-            + libs + LIBS)
+    return ([cc] + CFLAGS + cflags + [str(AGENT_DIR / name) for name in C_SOURCES]
+            + ["-o", str(output)] + libs + LIBS)
 
 
 def build_key(cc: str | None = None) -> str:

@@ -66,6 +66,7 @@
 #include <rte_version.h>
 
 #include "mptrack_agent.h"
+#include "unwind.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define HIDDEN __attribute__((visibility("hidden")))
@@ -84,8 +85,8 @@
 EXPORT struct mptrack_tables mptrack_agent_tables;
 #define T mptrack_agent_tables
 
-enum unwinder { UNW_NONE, UNW_CALLER, UNW_LIBUNWIND, UNW_GLIBC, UNW_FP };
-static const char *const unwinder_names[] = {"none", "caller", "libunwind", "glibc", "fp"};
+enum unwinder { UNW_NONE, UNW_CALLER, UNW_LIBUNWIND, UNW_GLIBC, UNW_FP, UNW_CFI };
+static const char *const unwinder_names[] = {"none", "caller", "libunwind", "glibc", "fp", "cfi"};
 
 static struct {
 	int ready;
@@ -97,7 +98,9 @@ static struct {
 	char *dump_path;
 	char *log_path;
 	enum unwinder unwinder;
+	enum unwinder fallback; /* cfi: for the stacks it does not follow */
 	int (*unw_backtrace)(void **, int);
+	int unwind_verify;      /* MPTRACK_UNWIND_VERIFY=1: check cfi against libunwind */
 	int verbose;
 } cfg;
 
@@ -249,6 +252,7 @@ static void log_simple(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stac
 static void log_pool(const struct mptrack_pool *p);
 static void log_flush_now(void);
 static void patch_all_ops(void);
+static void unwind_verify_report(void);
 
 static void
 config_init(void)
@@ -301,8 +305,8 @@ config_init(void)
 	if ((v = env2("MPTRACK_LOG", NULL)) != NULL)
 		cfg.log_path = strdup(v);
 
-	/* the unwinder for depth > 1 */
-	cfg.unwinder = cfg.depth == 0 ? UNW_NONE : cfg.depth == 1 ? UNW_CALLER : UNW_LIBUNWIND;
+	/* the unwinder for depth > 1: cfi (unwind.c), its fallback libunwind, else glibc */
+	cfg.unwinder = cfg.depth == 0 ? UNW_NONE : cfg.depth == 1 ? UNW_CALLER : UNW_CFI;
 	v = env2("MPTRACK_UNWIND", NULL);
 	if (cfg.depth > 1 && v != NULL) {
 		if (strcmp(v, "glibc") == 0)
@@ -311,24 +315,36 @@ config_init(void)
 			cfg.unwinder = UNW_FP;
 		else if (strcmp(v, "caller") == 0)
 			cfg.unwinder = UNW_CALLER;
-		else if (strcmp(v, "libunwind") != 0)
+		else if (strcmp(v, "libunwind") == 0)
+			cfg.unwinder = UNW_LIBUNWIND;
+		else if (strcmp(v, "cfi") != 0)
 			say("mptrack-agent: ignoring MPTRACK_UNWIND=%s "
-			    "(want libunwind, glibc, fp or caller)\n", v);
+			    "(want cfi, libunwind, glibc, fp or caller)\n", v);
 	}
-	if (cfg.unwinder == UNW_LIBUNWIND) {
+	cfg.unwind_verify = (int)env_ulong("MPTRACK_UNWIND_VERIFY", NULL, 0, 1);
+	if (cfg.unwinder == UNW_CFI &&
+	    mpt_unwind_init(env_ulong("MPTRACK_UNWIND_RULES", NULL, 1u << 16, 1u << 24),
+			    cfg.depth) != 0) {
+		say("mptrack-agent: cannot map the unwinder's rule table: using libunwind\n");
+		cfg.unwinder = UNW_LIBUNWIND;
+	}
+	if (cfg.unwinder == UNW_LIBUNWIND || cfg.unwinder == UNW_CFI) {
 		void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
 		if (h != NULL)
 			cfg.unw_backtrace = (int (*)(void **, int))dlsym(h, "unw_backtrace");
-		if (cfg.unw_backtrace == NULL) {
+		if (cfg.unw_backtrace == NULL && cfg.unwinder == UNW_LIBUNWIND) {
 			if (v != NULL)
 				say("mptrack-agent: libunwind.so.8 not found, using glibc's backtrace()\n");
 			cfg.unwinder = UNW_GLIBC;
 		}
 	}
-	if (cfg.unwinder == UNW_GLIBC) {
+	cfg.fallback = cfg.unw_backtrace != NULL ? UNW_LIBUNWIND : UNW_GLIBC;
+	if (cfg.unwinder == UNW_GLIBC || (cfg.unwinder == UNW_CFI && cfg.fallback == UNW_GLIBC)) {
 		void *b[2];
 		backtrace(b, 2);  /* loads libgcc_s now, not on the fast path */
 	}
+	if (cfg.unwinder == UNW_CFI && cfg.unwind_verify && cfg.unw_backtrace != NULL)
+		atexit(unwind_verify_report);
 	T.bt_depth = cfg.depth;
 	T.bt_sample = cfg.sample;
 	T.on_error = (uint32_t)cfg.on_error;
@@ -527,19 +543,16 @@ fp_backtrace(void **buf, int max)
 
 /*
  * The stack of the event whose first frame (the return address into the
- * program) is ra: frames innermost first, at most cfg.depth.
+ * program) is ra, with unwinder u (libunwind, glibc or fp): each walks from
+ * its own frame, so the agent's frames are skipped up to ra.
  */
 static __attribute__((noinline)) unsigned int
-capture(void *ra, uint64_t *out, int full)
+capture_with(enum unwinder u, void *ra, uint64_t *out)
 {
 	void *buf[MPTRACK_MAX_DEPTH + 8];
 	int n = 0, start = -1;
 
-	if (!full || cfg.unwinder == UNW_CALLER) {
-		out[0] = (uint64_t)(uintptr_t)ra;
-		return 1;
-	}
-	switch (cfg.unwinder) {
+	switch (u) {
 	case UNW_LIBUNWIND:
 		n = cfg.unw_backtrace(buf, (int)cfg.depth + 6);
 		break;
@@ -569,6 +582,73 @@ capture(void *ra, uint64_t *out, int full)
 	return (unsigned int)n;
 }
 
+static uint64_t unwind_fallbacks;       /* cfi walks done by the fallback */
+
+/*
+ * The stack of the event whose first frame is ra: frames innermost first, at
+ * most cfg.depth; the caller only when not full.
+ */
+static __attribute__((noinline)) unsigned int
+capture(void *ra, uint64_t *out, int full)
+{
+	if (!full || cfg.unwinder == UNW_CALLER) {
+		out[0] = (uint64_t)(uintptr_t)ra;
+		return 1;
+	}
+	if (cfg.unwinder == UNW_CFI) {
+		uint32_t tag;
+		int n = mpt_unwind(ra, out, cfg.depth, &tag);
+		if (n >= 0 && tag != 0 && (n = stack_frames(tag, out)) > 0)
+			return (unsigned int)n;
+		if (n >= 0) {
+			mpt_unwind_memo_store(0);  /* not interned here: forget the walk */
+			return (unsigned int)n;
+		}
+		A_ADD(&unwind_fallbacks, 1);
+		return capture_with(cfg.fallback, ra, out);
+	}
+	return capture_with(cfg.unwinder, ra, out);
+}
+
+/* MPTRACK_UNWIND_VERIFY=1: every cfi stack is compared with libunwind's. */
+static uint64_t verify_checked, verify_differ;
+
+static __attribute__((noinline, cold)) void
+unwind_verify(void *ra, uint32_t id)
+{
+	uint64_t mine[MPTRACK_MAX_DEPTH], theirs[MPTRACK_MAX_DEPTH];
+	int n = stack_frames(id, mine);
+	unsigned int m = capture_with(UNW_LIBUNWIND, ra, theirs);
+
+	A_ADD(&verify_checked, 1);
+	if ((unsigned int)n == m && memcmp(mine, theirs, 8 * (size_t)m) == 0)
+		return;
+	if (A_ADD(&verify_differ, 1) < 5) {
+		char line[1024];
+		size_t k = 0;
+		k += (size_t)snprintf(line + k, sizeof(line) - k, "mptrack-agent: unwind verify: cfi");
+		for (int i = 0; i < n && k < sizeof(line) - 40; i++)
+			k += (size_t)snprintf(line + k, sizeof(line) - k, " %#" PRIx64, mine[i]);
+		k += (size_t)snprintf(line + k, sizeof(line) - k, " | libunwind");
+		for (unsigned int i = 0; i < m && k < sizeof(line) - 40; i++)
+			k += (size_t)snprintf(line + k, sizeof(line) - k, " %#" PRIx64, theirs[i]);
+		say("%s\n", line);
+	}
+}
+
+static void
+unwind_verify_report(void)
+{
+	struct mpt_unwind_stats st;
+
+	mpt_unwind_stats(&st);
+	say("mptrack-agent: unwind verify: %" PRIu64 " stacks compared with libunwind, %" PRIu64
+	    " differ; %" PRIu64 " walks, %" PRIu64 " rules (%" PRIu64 " rbp-based, %" PRIu64
+	    " realigned, %" PRIu64 " not followed), %" PRIu64 " stacks by the fallback\n",
+	    A_LOAD(&verify_checked), A_LOAD(&verify_differ), st.walks, st.rules, st.rules_bp,
+	    st.rules_bpderef, st.rules_unsupported, A_LOAD(&unwind_fallbacks));
+}
+
 /* The stack id of an event; sampled events get the caller only. */
 static inline uint32_t
 event_stack(void *ra, int nested)
@@ -595,6 +675,24 @@ event_stack(void *ra, int nested)
 		tls_ra_memo[m].ra = (uintptr_t)ra;
 		tls_ra_memo[m].id = id;
 		return id;
+	}
+	if (cfg.unwinder == UNW_CFI) {
+		uint32_t tag, id;
+		int k = mpt_unwind(ra, f, cfg.depth, &tag);
+		if (LIKELY(k >= 0)) {
+			if (tag != 0) {
+				id = tag;   /* the same walk as a memoised one */
+			} else {
+				id = stack_intern(f, (unsigned int)k);
+				mpt_unwind_memo_store(id);
+			}
+			if (UNLIKELY(cfg.unwind_verify) && cfg.unw_backtrace != NULL && id != 0)
+				unwind_verify(ra, id);
+			return id;
+		}
+		A_ADD(&unwind_fallbacks, 1);
+		n = capture_with(cfg.fallback, ra, f);
+		return stack_intern(f, n);
 	}
 	n = capture(ra, f, 1);
 	return stack_intern(f, n);
