@@ -1,8 +1,9 @@
 """Build the preload agent (``mptrack_agent.c``) and find the built library.
 
 ``preload_path()`` returns the absolute path of ``libmptrack_agent.so``
-(``mptrack_agent.c`` and its unwinder ``unwind.c``), compiling it first with ``cc`` against ``pkg-config libdpdk`` when the cached
-build is missing or stale.  A build is identified by a hash of the sources, the
+(``mptrack_agent.c`` and its unwinder ``unwind.c``), compiling it first with
+``cc`` against ``pkg-config libdpdk`` when the cached build is missing or
+stale.  A build is identified by a hash of the sources, the
 compiler command line, the compiler's version and DPDK's version, so editing a
 source, changing compiler or upgrading DPDK all rebuild.  The library goes to
 ``$MPTRACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/gdb-mptrack``, else

@@ -772,12 +772,205 @@ pool_chunks(const struct mptrack_pool *p)
 	return (struct mptrack_chunk *)(uintptr_t)p->chunks;
 }
 
+/*
+ * Object index without the chunk loop.  A pool's chunk maps are what readers
+ * use, but finding the chunk is a loop over up to max_chunks chunks (a pool
+ * populated page by page, without IOVA-contiguous memory, has one chunk per
+ * page: 128 for 4095 small objects with --no-huge), and the map is one more
+ * dependent load.  Once a pool is fully populated, the agent builds a private
+ * index of its whole address span:
+ *   - regular layout (the usual one): the span is a run of blocks of 1 << bshift
+ *     bytes (one block when the objects sit at one stride throughout; else
+ *     DPDK's pages, where objects do not cross a page boundary), each holding
+ *     per_block objects at offset first + j * stride: the index is computed
+ *     (a shift, a mask, a multiply by the stride's inverse), then checked with
+ *     one compare against the shadow entry's address;
+ *   - otherwise one direct map of the span (object index + 1 per 1 << shift
+ *     bytes, as the chunk maps), if the span is at most 4 times the chunks'
+ *     memory.
+ * Pools populated in several steps, or given tables by attach, use the chunk
+ * maps until fast_index_build() is called for them.
+ */
+struct fast_index {
+	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
+	uintptr_t lo;           /* the span: [lo, lo + span) */
+	uint64_t span;
+	/* regular layout (inverse != 0) */
+	uint64_t inverse;       /* ceil(2^64 / stride) */
+	uint64_t first;         /* offset of a block's first object */
+	uint64_t bmask;         /* (1 << bshift) - 1 */
+	uint32_t bshift;        /* 63: a single block */
+	uint32_t per_block;
+	uint32_t skip;          /* slots of the first block before the first object */
+	/* else a map */
+	const uint32_t *map;    /* object index + 1 per 1 << shift bytes */
+	uint32_t shift;
+	size_t map_bytes;
+};
+
+static struct fast_index fast_index[MPTRACK_MAX_POOLS];
+
+/* A pool takes slot (under slow_lock): forget the previous pool's index. */
+static void
+fast_index_reset(uint32_t slot)
+{
+	struct fast_index *f = &fast_index[slot];
+
+	A_STORE(&f->p, NULL);
+	if (f->map != NULL)
+		munmap((void *)(uintptr_t)f->map, f->map_bytes);
+	f->map = NULL;
+	f->inverse = 0;
+}
+
+/* Do p's n objects sit as f's regular layout says? */
+static int
+fast_index_regular(const struct fast_index *f, const struct mptrack_obj *o, uint32_t n,
+		   uint64_t stride)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t slot = (uint64_t)i + f->skip;
+		if (o[i].addr != f->lo + ((slot / f->per_block) << f->bshift) + f->first +
+				 (slot % f->per_block) * stride)
+			return 0;
+	}
+	return 1;
+}
+
+/* Index p's objects (all populated, before any get of them elsewhere). */
+static void
+fast_index_build(struct mptrack_pool *p)
+{
+	struct fast_index *f = &fast_index[p->slot];
+	const struct mptrack_obj *o = pool_objs(p);
+	const struct mptrack_chunk *ch = pool_chunks(p);
+	uint64_t stride = p->header_size + p->elt_size + p->trailer_size, chunks = 0;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	uint32_t i, n = p->nobjs;
+	uint32_t *map;
+
+	fast_index_reset(p->slot);
+	if (n == 0 || stride == 0 || stride >= (1u << 24))
+		return;
+	/* one block: every object at one stride from the first */
+	f->lo = o[0].addr;
+	f->first = 0;
+	f->bshift = 63;
+	f->bmask = ~0ull;
+	f->per_block = n;
+	f->skip = 0;
+	if (fast_index_regular(f, o, n, stride)) {
+		f->span = (uint64_t)n * stride;
+		f->inverse = UINT64_MAX / stride + 1;
+		A_STORE(&f->p, p);
+		if (cfg.verbose)
+			say("mptrack-agent: pool \"%s\": objects indexed by stride (%" PRIu64 " bytes)\n",
+			    p->name, stride);
+		return;
+	}
+	/*
+	 * blocks: DPDK's pages, where no object crosses a page boundary.  The
+	 * first object off the stride starts the second block; the first block
+	 * may begin part way (the chunk did not start on a page).  Find the page
+	 * size (a power of two, blocks aligned to it) that fits both.
+	 */
+	for (i = 1; i < n && o[i].addr == o[0].addr + i * stride; i++)
+		;
+	for (uint32_t bshift = 12; i < n && bshift <= 30; bshift++) {
+		uint64_t size = 1ull << bshift, base = (o[i].addr & ~(size - 1)) - size, d;
+		f->first = o[i].addr & (size - 1);
+		if (o[0].addr < base + f->first || (d = o[0].addr - base - f->first) % stride != 0 ||
+		    f->first + (d / stride + i) * stride > size)
+			continue;
+		f->lo = base;
+		f->bshift = bshift;
+		f->bmask = size - 1;
+		f->skip = (uint32_t)(d / stride);
+		f->per_block = f->skip + i;
+		if (fast_index_regular(f, o, n, stride)) {
+			f->span = ((uint64_t)((n + f->skip + f->per_block - 1) / f->per_block)) << f->bshift;
+			f->inverse = UINT64_MAX / stride + 1;
+			A_STORE(&f->p, p);
+			if (cfg.verbose)
+				say("mptrack-agent: pool \"%s\": objects indexed by stride (%" PRIu64
+				    " bytes, %u per %" PRIu64 "-byte block)\n", p->name, stride,
+				    f->per_block, size);
+			return;
+		}
+		break;
+	}
+	for (uint32_t k = 0; k < p->nchunks; k++) {
+		if (ch[k].base < lo)
+			lo = ch[k].base;
+		if (ch[k].base + ch[k].len > hi)
+			hi = ch[k].base + ch[k].len;
+		chunks += ch[k].len;
+	}
+	if (hi <= lo || hi - lo > 4 * chunks || (map = map_anon((((hi - lo) >> p->shift) + 1) *
+								 sizeof(uint32_t), 0)) == NULL) {
+		if (cfg.verbose)
+			say("mptrack-agent: pool \"%s\": objects found by chunk (%u chunks)\n", p->name,
+			    p->nchunks);
+		return;
+	}
+	f->map_bytes = (((hi - lo) >> p->shift) + 1) * sizeof(uint32_t);
+	for (i = 0; i < n; i++) {
+		if (o[i].addr < lo || o[i].addr >= hi) {
+			munmap(map, f->map_bytes);
+			return;
+		}
+		map[(o[i].addr - lo) >> p->shift] = i + 1;
+	}
+	f->lo = lo;
+	f->span = hi - lo;
+	f->inverse = 0;
+	f->map = map;
+	f->shift = p->shift;
+	A_STORE(&f->p, p);
+	if (cfg.verbose)
+		say("mptrack-agent: pool \"%s\": objects indexed by an address map (%u chunks)\n",
+		    p->name, p->nchunks);
+}
+
+/* The candidate shadow entry for addr by the index f (its address still to be checked), or NULL. */
+static inline struct mptrack_obj *
+fast_candidate(const struct fast_index *f, const struct mptrack_pool *p, uintptr_t addr)
+{
+	uint64_t off = addr - f->lo, i;
+
+	if (UNLIKELY(off >= f->span))
+		return NULL;
+	if (LIKELY(f->inverse != 0)) {
+		uint64_t j = (uint64_t)(((unsigned __int128)((off & f->bmask) - f->first) *
+					 f->inverse) >> 64);
+		if (UNLIKELY(j >= f->per_block))
+			return NULL;
+		i = (off >> f->bshift) * f->per_block + j - f->skip;
+		if (UNLIKELY(i >= p->nobjs))
+			return NULL;
+	} else {
+		i = f->map[off >> f->shift];
+		if (i-- == 0)
+			return NULL;
+	}
+	return &pool_objs(p)[i];
+}
+
 /* The shadow entry of the object that starts at addr, or NULL. */
 static inline struct mptrack_obj *
 obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 {
-	uint32_t n = A_LOAD(&p->nchunks);
-	const struct mptrack_chunk *c = pool_chunks(p);
+	const struct fast_index *f = &fast_index[p->slot];
+	const struct mptrack_chunk *c;
+	uint32_t n;
+
+	if (LIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) == p)) {
+		struct mptrack_obj *o = fast_candidate(f, p, addr);
+		return LIKELY(o != NULL && o->addr == addr) ? o : NULL;
+	}
+	/* not indexed (yet): find the chunk, then its map */
+	n = A_LOAD(&p->nchunks);
+	c = pool_chunks(p);
 
 	for (uint32_t k = 0; k < n; k++, c++) {
 		uintptr_t off = addr - (uintptr_t)c->base;
@@ -792,6 +985,32 @@ obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * The shadow entries of a burst, looked up all first and prefetched for
+ * writing, so that their cache misses overlap instead of following one
+ * another object by object; the caller then checks each entry's address.
+ */
+#define BATCH 32
+
+static inline void
+obj_lookup_batch(const struct mptrack_pool *p, void *const *objs, unsigned int n,
+		 struct mptrack_obj **out)
+{
+	const struct fast_index *f = &fast_index[p->slot];
+
+	if (LIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) == p)) {
+		for (unsigned int k = 0; k < n; k++) {
+			struct mptrack_obj *o = fast_candidate(f, p, (uintptr_t)objs[k]);
+			if (LIKELY(o != NULL))
+				__builtin_prefetch(o, 1);
+			out[k] = o;
+		}
+	} else {
+		for (unsigned int k = 0; k < n; k++)
+			out[k] = obj_lookup(p, (uintptr_t)objs[k]);
+	}
 }
 
 static size_t
@@ -879,6 +1098,7 @@ pool_track(struct rte_mempool *mp, uint32_t asked_cache)
 		return NULL;
 	}
 	p->slot = slot;
+	fast_index_reset(slot);
 	A_STORE(&T.pools[slot], (uint64_t)(uintptr_t)p);
 	log_pool(p);
 	if (cfg.verbose)
@@ -1151,41 +1371,50 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 
 /* --------------------------------------------------------------- tracking */
 
-static inline uint32_t
-state_set(uint32_t *state, uint32_t to)
-{
-	uint32_t old;
-
-	if (UNLIKELY(strict_state))
-		return A_XCHG(state, to);
-	old = __atomic_load_n(state, __ATOMIC_RELAXED);
-	if (LIKELY(old != to))
-		__atomic_store_n(state, to, __ATOMIC_RELEASE);
-	return old;
-}
-
+/*
+ * A get or put of objs[0..n).  The shadow entries of a burst are looked up
+ * BATCH at a time first (obj_lookup_batch: their cache misses overlap), then
+ * updated; the settings the loop needs are read once per call.
+ */
 static inline void
 track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 {
-	uint32_t sid;
+	struct mptrack_obj *batch[BATCH];
 	uint16_t lcore = cur_lcore();
 	uint64_t now = now_tsc();
 	int nested = tls_busy++;
+	uint32_t sid = event_stack(ra, nested);
+	const int strict = strict_state, logging = log_on;
 
-	sid = event_stack(ra, nested);
-	for (unsigned int i = 0; i < n; i++) {
-		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)objs[i]);
-		if (UNLIKELY(o == NULL))
-			continue;  /* the driver handed out something never populated */
-		if (UNLIKELY(state_set(&o->state, MPTRACK_STATE_IN_USE) == MPTRACK_STATE_IN_USE))
-			fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, (uintptr_t)objs[i], o, ra);
-		o->alloc_stack = sid;
-		o->alloc_lcore = lcore;
-		o->alloc_tsc = now;
-		o->allocs++;
-		if (UNLIKELY(log_on))
-			log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, (uintptr_t)objs[i], sid,
-				  o->allocs, lcore, now, log_epoch[p->slot]);
+	for (unsigned int done = 0; done < n; done += BATCH) {
+		unsigned int m = n - done < BATCH ? n - done : BATCH;
+		void **part = objs + done;
+
+		if (m > 1)
+			obj_lookup_batch(p, part, m, batch);
+		else
+			batch[0] = obj_lookup(p, (uintptr_t)part[0]);
+		for (unsigned int k = 0; k < m; k++) {
+			struct mptrack_obj *o = batch[k];
+			uintptr_t addr = (uintptr_t)part[k];
+			uint32_t old;
+
+			if (UNLIKELY(o == NULL || o->addr != addr))
+				continue;  /* the driver handed out something never populated */
+			if (UNLIKELY(strict))
+				old = A_XCHG(&o->state, MPTRACK_STATE_IN_USE);
+			else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_IN_USE)
+				__atomic_store_n(&o->state, MPTRACK_STATE_IN_USE, __ATOMIC_RELEASE);
+			if (UNLIKELY(old == MPTRACK_STATE_IN_USE))
+				fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, addr, o, ra);
+			o->alloc_stack = sid;
+			o->alloc_lcore = lcore;
+			o->alloc_tsc = now;
+			o->allocs++;
+			if (UNLIKELY(logging))
+				log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, addr, sid, o->allocs, lcore,
+					  now, log_epoch[p->slot]);
+		}
 	}
 	tls_busy--;
 }
@@ -1193,28 +1422,45 @@ track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 static inline void
 track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 {
-	uint32_t sid;
+	struct mptrack_obj *batch[BATCH];
 	uint16_t lcore = cur_lcore();
 	uint64_t now = now_tsc();
 	int nested = tls_busy++;
+	uint32_t sid = event_stack(ra, nested);
+	const int strict = strict_state, logging = log_on;
 
-	sid = event_stack(ra, nested);
-	for (unsigned int i = 0; i < n; i++) {
-		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)objs[i]);
-		if (UNLIKELY(o == NULL)) {
-			fault(MPTRACK_FAULT_STRAY_FREE, p, (uintptr_t)objs[i], NULL, ra);
-			continue;
+	for (unsigned int done = 0; done < n; done += BATCH) {
+		unsigned int m = n - done < BATCH ? n - done : BATCH;
+		void *const *part = objs + done;
+
+		if (m > 1)
+			obj_lookup_batch(p, part, m, batch);
+		else
+			batch[0] = obj_lookup(p, (uintptr_t)part[0]);
+		for (unsigned int k = 0; k < m; k++) {
+			struct mptrack_obj *o = batch[k];
+			uintptr_t addr = (uintptr_t)part[k];
+			uint32_t old;
+
+			if (UNLIKELY(o == NULL || o->addr != addr)) {
+				fault(MPTRACK_FAULT_STRAY_FREE, p, addr, NULL, ra);
+				continue;
+			}
+			if (UNLIKELY(strict))
+				old = A_XCHG(&o->state, MPTRACK_STATE_FREE);
+			else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_FREE)
+				__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
+			if (UNLIKELY(old == MPTRACK_STATE_FREE)) {
+				fault(MPTRACK_FAULT_DUPLICATE_FREE, p, addr, o, ra);
+				continue;
+			}
+			o->free_stack = sid;
+			o->free_lcore = lcore;
+			o->free_tsc = now;
+			if (UNLIKELY(logging))
+				log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, addr, sid, o->allocs, lcore,
+					  now, log_epoch[p->slot]);
 		}
-		if (UNLIKELY(state_set(&o->state, MPTRACK_STATE_FREE) == MPTRACK_STATE_FREE)) {
-			fault(MPTRACK_FAULT_DUPLICATE_FREE, p, (uintptr_t)objs[i], o, ra);
-			continue;
-		}
-		o->free_stack = sid;
-		o->free_lcore = lcore;
-		o->free_tsc = now;
-		if (UNLIKELY(log_on))
-			log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, (uintptr_t)objs[i], sid,
-				  o->allocs, lcore, now, log_epoch[p->slot]);
 	}
 	tls_busy--;
 }
@@ -1308,6 +1554,7 @@ w_populate(struct rte_mempool *mp, unsigned int max_objs, void *vaddr, rte_iova_
 	struct populate_ctx ctx = {.cb = obj_cb, .arg = obj_cb_arg};
 	struct mptrack_chunk *c;
 	void *map;
+	int ret;
 
 	if (orig == NULL)
 		orig = rte_mempool_op_populate_default;
@@ -1339,7 +1586,10 @@ w_populate(struct rte_mempool *mp, unsigned int max_objs, void *vaddr, rte_iova_
 	A_STORE(&p->nchunks, p->nchunks + 1);  /* before the objects are enqueued */
 	ctx.p = p;
 	ctx.chunk = c;
-	return orig(mp, max_objs, vaddr, iova, len, populate_cb, &ctx);
+	ret = orig(mp, max_objs, vaddr, iova, len, populate_cb, &ctx);
+	if (p->nobjs == p->capacity)
+		fast_index_build(p);   /* the last chunk: index the whole pool */
+	return ret;
 }
 
 /* Patch ops entry i in place (under the table's spinlock). */
