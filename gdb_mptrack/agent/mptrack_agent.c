@@ -776,33 +776,20 @@ pool_chunks(const struct mptrack_pool *p)
  * Object index without the chunk loop.  A pool's chunk maps are what readers
  * use, but finding the chunk is a loop over up to max_chunks chunks (a pool
  * populated page by page, without IOVA-contiguous memory, has one chunk per
- * page: 128 for 4095 small objects with --no-huge), and the map is one more
- * dependent load.  Once a pool is fully populated, the agent builds a private
- * index of its whole address span:
- *   - regular layout (the usual one): the span is a run of blocks of 1 << bshift
- *     bytes (one block when the objects sit at one stride throughout; else
- *     DPDK's pages, where objects do not cross a page boundary), each holding
- *     per_block objects at offset first + j * stride: the index is computed
- *     (a shift, a mask, a multiply by the stride's inverse), then checked with
- *     one compare against the shadow entry's address;
- *   - otherwise one direct map of the span (object index + 1 per 1 << shift
- *     bytes, as the chunk maps), if the span is at most 4 times the chunks'
- *     memory.
- * Pools populated in several steps, or given tables by attach, use the chunk
- * maps until fast_index_build() is called for them.
+ * page; a hugepage pool one per page that is not contiguous with the last).
+ * Once a pool is fully populated, the agent builds a private direct map of
+ * its whole address span (object index + 1 per 1 << shift bytes, as the
+ * chunk maps), if the span is at most 4 times the chunks' memory: a get or
+ * put then costs one range check, one load and one compare, however many
+ * chunks.  (An index computed from DPDK's regular page layout, without the
+ * map's load, was measured slower: more instructions for a load that hits
+ * the cache.)  Pools populated in several steps, or given tables by attach,
+ * use the chunk list until fast_index_build() is called for them.
  */
 struct fast_index {
 	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
 	uintptr_t lo;           /* the span: [lo, lo + span) */
 	uint64_t span;
-	/* regular layout (inverse != 0) */
-	uint64_t inverse;       /* ceil(2^64 / stride) */
-	uint64_t first;         /* offset of a block's first object */
-	uint64_t bmask;         /* (1 << bshift) - 1 */
-	uint32_t bshift;        /* 63: a single block */
-	uint32_t per_block;
-	uint32_t skip;          /* slots of the first block before the first object */
-	/* else a map */
 	const uint32_t *map;    /* object index + 1 per 1 << shift bytes */
 	uint32_t shift;
 	size_t map_bytes;
@@ -820,21 +807,6 @@ fast_index_reset(uint32_t slot)
 	if (f->map != NULL)
 		munmap((void *)(uintptr_t)f->map, f->map_bytes);
 	f->map = NULL;
-	f->inverse = 0;
-}
-
-/* Do p's n objects sit as f's regular layout says? */
-static int
-fast_index_regular(const struct fast_index *f, const struct mptrack_obj *o, uint32_t n,
-		   uint64_t stride)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t slot = (uint64_t)i + f->skip;
-		if (o[i].addr != f->lo + ((slot / f->per_block) << f->bshift) + f->first +
-				 (slot % f->per_block) * stride)
-			return 0;
-	}
-	return 1;
 }
 
 /* Index p's objects (all populated, before any get of them elsewhere). */
@@ -844,61 +816,11 @@ fast_index_build(struct mptrack_pool *p)
 	struct fast_index *f = &fast_index[p->slot];
 	const struct mptrack_obj *o = pool_objs(p);
 	const struct mptrack_chunk *ch = pool_chunks(p);
-	uint64_t stride = p->header_size + p->elt_size + p->trailer_size, chunks = 0;
 	uintptr_t lo = UINTPTR_MAX, hi = 0;
-	uint32_t i, n = p->nobjs;
+	uint64_t chunks = 0;
 	uint32_t *map;
 
 	fast_index_reset(p->slot);
-	if (n == 0 || stride == 0 || stride >= (1u << 24))
-		return;
-	/* one block: every object at one stride from the first */
-	f->lo = o[0].addr;
-	f->first = 0;
-	f->bshift = 63;
-	f->bmask = ~0ull;
-	f->per_block = n;
-	f->skip = 0;
-	if (fast_index_regular(f, o, n, stride)) {
-		f->span = (uint64_t)n * stride;
-		f->inverse = UINT64_MAX / stride + 1;
-		A_STORE(&f->p, p);
-		if (cfg.verbose)
-			say("mptrack-agent: pool \"%s\": objects indexed by stride (%" PRIu64 " bytes)\n",
-			    p->name, stride);
-		return;
-	}
-	/*
-	 * blocks: DPDK's pages, where no object crosses a page boundary.  The
-	 * first object off the stride starts the second block; the first block
-	 * may begin part way (the chunk did not start on a page).  Find the page
-	 * size (a power of two, blocks aligned to it) that fits both.
-	 */
-	for (i = 1; i < n && o[i].addr == o[0].addr + i * stride; i++)
-		;
-	for (uint32_t bshift = 12; i < n && bshift <= 30; bshift++) {
-		uint64_t size = 1ull << bshift, base = (o[i].addr & ~(size - 1)) - size, d;
-		f->first = o[i].addr & (size - 1);
-		if (o[0].addr < base + f->first || (d = o[0].addr - base - f->first) % stride != 0 ||
-		    f->first + (d / stride + i) * stride > size)
-			continue;
-		f->lo = base;
-		f->bshift = bshift;
-		f->bmask = size - 1;
-		f->skip = (uint32_t)(d / stride);
-		f->per_block = f->skip + i;
-		if (fast_index_regular(f, o, n, stride)) {
-			f->span = ((uint64_t)((n + f->skip + f->per_block - 1) / f->per_block)) << f->bshift;
-			f->inverse = UINT64_MAX / stride + 1;
-			A_STORE(&f->p, p);
-			if (cfg.verbose)
-				say("mptrack-agent: pool \"%s\": objects indexed by stride (%" PRIu64
-				    " bytes, %u per %" PRIu64 "-byte block)\n", p->name, stride,
-				    f->per_block, size);
-			return;
-		}
-		break;
-	}
 	for (uint32_t k = 0; k < p->nchunks; k++) {
 		if (ch[k].base < lo)
 			lo = ch[k].base;
@@ -906,15 +828,15 @@ fast_index_build(struct mptrack_pool *p)
 			hi = ch[k].base + ch[k].len;
 		chunks += ch[k].len;
 	}
-	if (hi <= lo || hi - lo > 4 * chunks || (map = map_anon((((hi - lo) >> p->shift) + 1) *
-								 sizeof(uint32_t), 0)) == NULL) {
+	if (p->nobjs == 0 || hi <= lo || hi - lo > 4 * chunks ||
+	    (map = map_anon((((hi - lo) >> p->shift) + 1) * sizeof(uint32_t), 0)) == NULL) {
 		if (cfg.verbose)
-			say("mptrack-agent: pool \"%s\": objects found by chunk (%u chunks)\n", p->name,
-			    p->nchunks);
+			say("mptrack-agent: pool \"%s\": objects found by chunk (chunks: %u)\n",
+			    p->name, p->nchunks);
 		return;
 	}
 	f->map_bytes = (((hi - lo) >> p->shift) + 1) * sizeof(uint32_t);
-	for (i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < p->nobjs; i++) {
 		if (o[i].addr < lo || o[i].addr >= hi) {
 			munmap(map, f->map_bytes);
 			return;
@@ -923,37 +845,12 @@ fast_index_build(struct mptrack_pool *p)
 	}
 	f->lo = lo;
 	f->span = hi - lo;
-	f->inverse = 0;
 	f->map = map;
 	f->shift = p->shift;
 	A_STORE(&f->p, p);
 	if (cfg.verbose)
-		say("mptrack-agent: pool \"%s\": objects indexed by an address map (%u chunks)\n",
+		say("mptrack-agent: pool \"%s\": objects indexed by an address map (chunks: %u)\n",
 		    p->name, p->nchunks);
-}
-
-/* The candidate shadow entry for addr by the index f (its address still to be checked), or NULL. */
-static inline struct mptrack_obj *
-fast_candidate(const struct fast_index *f, const struct mptrack_pool *p, uintptr_t addr)
-{
-	uint64_t off = addr - f->lo, i;
-
-	if (UNLIKELY(off >= f->span))
-		return NULL;
-	if (LIKELY(f->inverse != 0)) {
-		uint64_t j = (uint64_t)(((unsigned __int128)((off & f->bmask) - f->first) *
-					 f->inverse) >> 64);
-		if (UNLIKELY(j >= f->per_block))
-			return NULL;
-		i = (off >> f->bshift) * f->per_block + j - f->skip;
-		if (UNLIKELY(i >= p->nobjs))
-			return NULL;
-	} else {
-		i = f->map[off >> f->shift];
-		if (i-- == 0)
-			return NULL;
-	}
-	return &pool_objs(p)[i];
 }
 
 /* The shadow entry of the object that starts at addr, or NULL. */
@@ -965,8 +862,14 @@ obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 	uint32_t n;
 
 	if (LIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) == p)) {
-		struct mptrack_obj *o = fast_candidate(f, p, addr);
-		return LIKELY(o != NULL && o->addr == addr) ? o : NULL;
+		uint64_t off = addr - f->lo;
+		uint32_t v;
+		struct mptrack_obj *o;
+
+		if (UNLIKELY(off >= f->span) || (v = f->map[off >> f->shift]) == 0)
+			return NULL;
+		o = &pool_objs(p)[v - 1];
+		return LIKELY(o->addr == addr) ? o : NULL;
 	}
 	/* not indexed (yet): find the chunk, then its map */
 	n = A_LOAD(&p->nchunks);
@@ -985,32 +888,6 @@ obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 		}
 	}
 	return NULL;
-}
-
-/*
- * The shadow entries of a burst, looked up all first and prefetched for
- * writing, so that their cache misses overlap instead of following one
- * another object by object; the caller then checks each entry's address.
- */
-#define BATCH 32
-
-static inline void
-obj_lookup_batch(const struct mptrack_pool *p, void *const *objs, unsigned int n,
-		 struct mptrack_obj **out)
-{
-	const struct fast_index *f = &fast_index[p->slot];
-
-	if (LIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) == p)) {
-		for (unsigned int k = 0; k < n; k++) {
-			struct mptrack_obj *o = fast_candidate(f, p, (uintptr_t)objs[k]);
-			if (LIKELY(o != NULL))
-				__builtin_prefetch(o, 1);
-			out[k] = o;
-		}
-	} else {
-		for (unsigned int k = 0; k < n; k++)
-			out[k] = obj_lookup(p, (uintptr_t)objs[k]);
-	}
 }
 
 static size_t
@@ -1372,96 +1249,95 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 /* --------------------------------------------------------------- tracking */
 
 /*
- * A get or put of objs[0..n).  The shadow entries of a burst are looked up
- * BATCH at a time first (obj_lookup_batch: their cache misses overlap), then
- * updated; the settings the loop needs are read once per call.
+ * A get or put of objs[0..n).  The settings the loop needs are read once per
+ * call; the common case (neither strict states nor a log) runs a loop without
+ * their branches.  (Looking a burst's entries up first and prefetching them
+ * was measured slower here: the tables stay in the cache.)
  */
+static __attribute__((always_inline)) inline void
+got_one(struct mptrack_pool *p, uintptr_t addr, uint32_t sid, uint16_t lcore, uint64_t now,
+	int strict, int logging, void *ra)
+{
+	struct mptrack_obj *o = obj_lookup(p, addr);
+	uint32_t old;
+
+	if (UNLIKELY(o == NULL))
+		return;  /* the driver handed out something never populated */
+	if (UNLIKELY(strict))
+		old = A_XCHG(&o->state, MPTRACK_STATE_IN_USE);
+	else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_IN_USE)
+		__atomic_store_n(&o->state, MPTRACK_STATE_IN_USE, __ATOMIC_RELEASE);
+	if (UNLIKELY(old == MPTRACK_STATE_IN_USE))
+		fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, addr, o, ra);
+	o->alloc_stack = sid;
+	o->alloc_lcore = lcore;
+	o->alloc_tsc = now;
+	o->allocs++;
+	if (UNLIKELY(logging))
+		log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, addr, sid, o->allocs, lcore, now,
+			  log_epoch[p->slot]);
+}
+
+static __attribute__((always_inline)) inline void
+put_one(struct mptrack_pool *p, uintptr_t addr, uint32_t sid, uint16_t lcore, uint64_t now,
+	int strict, int logging, void *ra)
+{
+	struct mptrack_obj *o = obj_lookup(p, addr);
+	uint32_t old;
+
+	if (UNLIKELY(o == NULL)) {
+		fault(MPTRACK_FAULT_STRAY_FREE, p, addr, NULL, ra);
+		return;
+	}
+	if (UNLIKELY(strict))
+		old = A_XCHG(&o->state, MPTRACK_STATE_FREE);
+	else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_FREE)
+		__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
+	if (UNLIKELY(old == MPTRACK_STATE_FREE)) {
+		fault(MPTRACK_FAULT_DUPLICATE_FREE, p, addr, o, ra);
+		return;
+	}
+	o->free_stack = sid;
+	o->free_lcore = lcore;
+	o->free_tsc = now;
+	if (UNLIKELY(logging))
+		log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, addr, sid, o->allocs, lcore, now,
+			  log_epoch[p->slot]);
+}
+
 static inline void
 track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 {
-	struct mptrack_obj *batch[BATCH];
 	uint16_t lcore = cur_lcore();
 	uint64_t now = now_tsc();
 	int nested = tls_busy++;
 	uint32_t sid = event_stack(ra, nested);
 	const int strict = strict_state, logging = log_on;
 
-	for (unsigned int done = 0; done < n; done += BATCH) {
-		unsigned int m = n - done < BATCH ? n - done : BATCH;
-		void **part = objs + done;
-
-		if (m > 1)
-			obj_lookup_batch(p, part, m, batch);
-		else
-			batch[0] = obj_lookup(p, (uintptr_t)part[0]);
-		for (unsigned int k = 0; k < m; k++) {
-			struct mptrack_obj *o = batch[k];
-			uintptr_t addr = (uintptr_t)part[k];
-			uint32_t old;
-
-			if (UNLIKELY(o == NULL || o->addr != addr))
-				continue;  /* the driver handed out something never populated */
-			if (UNLIKELY(strict))
-				old = A_XCHG(&o->state, MPTRACK_STATE_IN_USE);
-			else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_IN_USE)
-				__atomic_store_n(&o->state, MPTRACK_STATE_IN_USE, __ATOMIC_RELEASE);
-			if (UNLIKELY(old == MPTRACK_STATE_IN_USE))
-				fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, addr, o, ra);
-			o->alloc_stack = sid;
-			o->alloc_lcore = lcore;
-			o->alloc_tsc = now;
-			o->allocs++;
-			if (UNLIKELY(logging))
-				log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, addr, sid, o->allocs, lcore,
-					  now, log_epoch[p->slot]);
-		}
-	}
+	if (LIKELY(!strict && !logging))
+		for (unsigned int i = 0; i < n; i++)
+			got_one(p, (uintptr_t)objs[i], sid, lcore, now, 0, 0, ra);
+	else
+		for (unsigned int i = 0; i < n; i++)
+			got_one(p, (uintptr_t)objs[i], sid, lcore, now, strict, logging, ra);
 	tls_busy--;
 }
 
 static inline void
 track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 {
-	struct mptrack_obj *batch[BATCH];
 	uint16_t lcore = cur_lcore();
 	uint64_t now = now_tsc();
 	int nested = tls_busy++;
 	uint32_t sid = event_stack(ra, nested);
 	const int strict = strict_state, logging = log_on;
 
-	for (unsigned int done = 0; done < n; done += BATCH) {
-		unsigned int m = n - done < BATCH ? n - done : BATCH;
-		void *const *part = objs + done;
-
-		if (m > 1)
-			obj_lookup_batch(p, part, m, batch);
-		else
-			batch[0] = obj_lookup(p, (uintptr_t)part[0]);
-		for (unsigned int k = 0; k < m; k++) {
-			struct mptrack_obj *o = batch[k];
-			uintptr_t addr = (uintptr_t)part[k];
-			uint32_t old;
-
-			if (UNLIKELY(o == NULL || o->addr != addr)) {
-				fault(MPTRACK_FAULT_STRAY_FREE, p, addr, NULL, ra);
-				continue;
-			}
-			if (UNLIKELY(strict))
-				old = A_XCHG(&o->state, MPTRACK_STATE_FREE);
-			else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_FREE)
-				__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
-			if (UNLIKELY(old == MPTRACK_STATE_FREE)) {
-				fault(MPTRACK_FAULT_DUPLICATE_FREE, p, addr, o, ra);
-				continue;
-			}
-			o->free_stack = sid;
-			o->free_lcore = lcore;
-			o->free_tsc = now;
-			if (UNLIKELY(logging))
-				log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, addr, sid, o->allocs, lcore,
-					  now, log_epoch[p->slot]);
-		}
-	}
+	if (LIKELY(!strict && !logging))
+		for (unsigned int i = 0; i < n; i++)
+			put_one(p, (uintptr_t)objs[i], sid, lcore, now, 0, 0, ra);
+	else
+		for (unsigned int i = 0; i < n; i++)
+			put_one(p, (uintptr_t)objs[i], sid, lcore, now, strict, logging, ra);
 	tls_busy--;
 }
 

@@ -729,13 +729,12 @@ memo_index(uintptr_t pc, uintptr_t sp)
 	return (unsigned int)(((pc ^ (sp << 7)) * 0x9e3779b97f4a7c15ull) >> 58) & (MEMO_SLOTS - 1);
 }
 
-__attribute__((noinline)) int
-mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
+/* A walk from (pc, sp, bp), memoised in m if not NULL. */
+static __attribute__((noinline)) int
+walk(struct thread_state *t, struct memo *m, uintptr_t pc, uintptr_t sp, uintptr_t bp,
+     uint64_t *out, unsigned int max)
 {
-	struct thread_state *t = thread_state();
-	uintptr_t *fp = __builtin_frame_address(0);
-	uintptr_t pc = (uintptr_t)ra, sp, bp, lo, hi, sp0, bp0;
-	struct memo *m = NULL;
+	const uintptr_t lo = t->lo, hi = t->hi, pc0 = pc, sp0 = sp, bp0 = bp;
 	unsigned int n = 0, nreads = 0, need_bp = 0;
 	int bp_origin = -1;     /* where bp came from: -1 the first frame's, else a read */
 	struct {
@@ -746,36 +745,6 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 	/* the words a walk read (only when it is memoised: max <= MEMO_MAX_DEPTH) */
 #define READ(a, v, u) do { if (m != NULL) { reads[nreads].addr = (a); reads[nreads].val = (v); \
 				reads[nreads].used = (u); } nreads++; } while (0)
-
-	*tag = 0;
-	if (UNLIKELY(t == NULL || rules == NULL))
-		return -1;
-	lo = t->lo;
-	hi = t->hi;
-	/* the agent's own frames (frame pointers) up to the one ra returns from */
-	for (int k = 0;; k++) {
-		if (k == 16 || (uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi || ((uintptr_t)fp & 7))
-			return -1;
-		if (fp[1] == pc)
-			break;
-		fp = (uintptr_t *)fp[0];
-	}
-	sp = sp0 = (uintptr_t)(fp + 2);
-	bp = bp0 = fp[0];
-
-	if (memo_depth != 0 && max <= memo_depth) {
-		m = &t->memo[memo_index(pc, sp)];
-		if (m->tag != 0 && m->pc == pc && m->sp == sp && m->n <= max &&
-		    (!m->need_bp || m->bp == bp)) {
-			uint64_t diff = 0;
-			for (unsigned int i = 0; i < m->nreads; i++)
-				diff |= *(const volatile uint64_t *)m->reads[i].addr ^ m->reads[i].val;
-			if (LIKELY(diff == 0)) {
-				*tag = m->tag;
-				return m->n;
-			}
-		}
-	}
 
 	__atomic_fetch_add(&stats.walks, 1, __ATOMIC_RELAXED);
 	for (;;) {
@@ -835,7 +804,7 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 				m->reads[k].addr = reads[i].addr;
 				m->reads[k++].val = reads[i].val;
 			}
-		m->pc = (uintptr_t)ra;
+		m->pc = pc0;
 		m->sp = sp0;
 		m->bp = bp0;
 		m->need_bp = (uint8_t)need_bp;
@@ -844,4 +813,43 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 		t->last = m;
 	}
 	return (int)n;
+}
+
+int
+mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
+{
+	struct thread_state *t = thread_state();
+	uintptr_t *fp = __builtin_frame_address(0);
+	uintptr_t pc = (uintptr_t)ra, sp, bp, lo, hi;
+	struct memo *m = NULL;
+
+	*tag = 0;
+	if (UNLIKELY(t == NULL || rules == NULL))
+		return -1;
+	lo = t->lo;
+	hi = t->hi;
+	/* the agent's own frames (frame pointers) up to the one ra returns from */
+	for (int k = 0;; k++) {
+		if (k == 16 || (uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi || ((uintptr_t)fp & 7))
+			return -1;
+		if (fp[1] == pc)
+			break;
+		fp = (uintptr_t *)fp[0];
+	}
+	sp = (uintptr_t)(fp + 2);
+	bp = fp[0];
+	if (LIKELY(memo_depth != 0 && max <= memo_depth)) {
+		m = &t->memo[memo_index(pc, sp)];
+		if (m->tag != 0 && m->pc == pc && m->sp == sp && m->n <= max &&
+		    (!m->need_bp || m->bp == bp)) {
+			uint64_t diff = 0;
+			for (unsigned int i = 0; i < m->nreads; i++)
+				diff |= *(const volatile uint64_t *)m->reads[i].addr ^ m->reads[i].val;
+			if (LIKELY(diff == 0)) {
+				*tag = m->tag;
+				return m->n;
+			}
+		}
+	}
+	return walk(t, m, pc, sp, bp, out, max);
 }

@@ -1,17 +1,17 @@
-"""The agent's fast path finds each object's shadow entry in three ways (see
-fast_index_build in mptrack_agent.c): by arithmetic on a regular layout, by a
-private address map, or by the chunk list.  Each must find every object, and
-nothing else: layout_prog.c makes one pool of each kind, uses every object
-right, then puts a pointer inside an object, one in an object's header, and an
-object twice."""
+"""The agent's fast path finds each object's shadow entry by a private address
+map of the pool's whole span or, when the span is too sparse for one, by the
+chunk list (see fast_index_build in mptrack_agent.c).  Each must find every
+object, and nothing else: layout_prog.c makes pools of each kind, uses every
+object right, then puts a pointer inside an object, one in an object's header,
+and an object twice."""
 
 from __future__ import annotations
 
 import pytest
 
-KINDS = {"lay_stride": "indexed by stride (192 bytes, 21 per 4096-byte block)",
-         "lay_map": "indexed by an address map (2 chunks)",
-         "lay_chunks": "found by chunk (2 chunks)"}
+KINDS = {"lay_dpdk": "indexed by an address map (chunks: 1)",
+         "lay_map": "indexed by an address map (chunks: 2)",
+         "lay_chunks": "found by chunk (chunks: 2)"}
 
 
 @pytest.mark.parametrize("depth", ["1", "8"])
@@ -35,4 +35,4 @@ def test_every_index_finds_objects_and_only_objects(agent, agent_programs, depth
         assert mine[2].startswith(f'mptrack: duplicate free: pool "{pool}" object {obj:#x} ')
     # every object was got and put back, one by one and in a burst, with no fault
     assert run.truth["lay_map"]["objects"] == run.truth["lay_chunks"]["objects"] == 32
-    assert run.truth["lay_stride"]["objects"] == 512
+    assert run.truth["lay_dpdk"]["objects"] == 512

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  * Copyright (c) 2026 The gdb-mptrack authors
  *
- * layout_prog.c: pools whose objects the agent finds in each of its three
- * ways (see fast_index_build in mptrack_agent.c), each then used correctly
+ * layout_prog.c: pools whose objects the agent finds in each of its ways
+ * (see fast_index_build in mptrack_agent.c), each then used correctly
  * (every object got and put back) and wrongly (a put of a pointer inside an
  * object, a put of a pointer between objects, a duplicate put), for
  * MPTRACK_ON_ERROR=log:
- *   lay_stride  rte_mempool_create: DPDK's pages, objects at one stride;
+ *   lay_dpdk    rte_mempool_create: one chunk, objects never across a page:
+ *               an address map;
  *   lay_map     two chunks close together but not adjacent: an address map;
  *   lay_chunks  two chunks far apart: the chunk list.
  *
@@ -102,7 +103,7 @@ main(int argc, char **argv)
 	if (truth == NULL)
 		die("truth file");
 	fprintf(truth, "{");
-	exercise(rte_mempool_create("lay_stride", 1000, 64, 0, 0, NULL, NULL, NULL, NULL,
+	exercise(rte_mempool_create("lay_dpdk", 1000, 64, 0, 0, NULL, NULL, NULL, NULL,
 				    SOCKET_ID_ANY, 0));
 	exercise(two_chunks("lay_map", 4096));
 	exercise(two_chunks("lay_chunks", 1 << 20));
