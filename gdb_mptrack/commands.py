@@ -240,3 +240,4 @@ def register():
     DumpCommand()
     ObjectCommand()
     track_commands.register()
+    from . import agent_commands; agent_commands.register()  # noqa: E702
