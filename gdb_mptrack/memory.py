@@ -16,9 +16,11 @@ import mmap
 import os
 
 PF_W = 2
+#: Mapped files that hold DPDK memory (no-huge memfd, hugepage files, shared anonymous memory).
+SHARED_MEMORY_FILES = ("/memfd:", "rtemap_", "hugepages", "/dev/zero", "/SYSV")
 COREDUMP_FILTER_HINT = ("include it by setting /proc/PID/coredump_filter before the crash or gcore "
                         "(bit 0 anonymous private, bit 1 anonymous shared, bit 3 file-backed shared, "
-                        "bit 5 private hugepages, bit 6 shared hugepages; e.g. echo 0x7b)")
+                        "bit 5 private hugepages, bit 6 shared hugepages; e.g. echo 0x73)")
 
 
 class MemoryMissing(Exception):
@@ -82,7 +84,7 @@ class CoreMemory:
             if elf["e_type"] != "ET_CORE":
                 raise CoreError("%s is not a core file" % path)
             segments = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
-            files = self._mapped_files(elf)
+            self._files = files = self._mapped_files(elf)
         except CoreError:
             self._file.close()
             raise
@@ -99,7 +101,7 @@ class CoreMemory:
                 self.truncated.append((start, start + memsz))
                 filesz = max(0, size - offset)
             self._segments.append((start, start + memsz, filesz, offset, bool(seg["p_flags"] & PF_W),
-                                   files.get(start, "")))
+                                   files.get(start, (0, ""))[1]))
         self._segments.sort()
         self._starts = [s[0] for s in self._segments]
 
@@ -114,7 +116,8 @@ class CoreMemory:
                 if note["n_type"] == "NT_FILE":
                     desc = note["n_desc"]
                     for entry, name in zip(desc["Elf_Nt_File_Entry"], desc["filename"]):
-                        files[entry["vm_start"]] = name.decode(errors="replace") if isinstance(name, bytes) else name
+                        name = name.decode(errors="replace") if isinstance(name, bytes) else name
+                        files[entry["vm_start"]] = (entry["vm_end"], name)
         return files
 
     def _segment(self, addr):
@@ -145,8 +148,17 @@ class CoreMemory:
         return self._map[offset + addr - start:offset + addr - start + size]
 
     def regions(self):
-        """Every mapping the core describes, present or left out, in address order."""
-        return [Region(s, e, w, path, filesz == e - s) for s, e, filesz, _, w, path in self._segments]
+        """Every mapping the core describes, present or left out, in address order.
+
+        gdb's gcore leaves filtered mappings out altogether (no segment at all),
+        but the NT_FILE note still lists the file-backed ones: those holding
+        DPDK memory (memfd, hugepage files) come back as writable, not present.
+        """
+        regions = [Region(s, e, w, path, filesz == e - s) for s, e, filesz, _, w, path in self._segments]
+        for start, (end, path) in self._files.items():
+            if self._segment(start) is None and any(kind in path for kind in SHARED_MEMORY_FILES):
+                regions.append(Region(start, end, True, path, present=False))
+        return sorted(regions, key=lambda r: r.start)
 
     def close(self):
         if isinstance(self._map, mmap.mmap):

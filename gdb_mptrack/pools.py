@@ -18,6 +18,7 @@ and what does not add up is reported as an anomaly rather than hidden.
 """
 
 import bisect
+import collections
 import struct
 from array import array
 
@@ -50,6 +51,77 @@ def read_ops_names(memory, layout, table_addr):
         name = Record(ops, data, table.offset("ops") + i * ops.size).cstr("name")
         names.append(name or "?")
     return names
+
+
+def _words(data, start):
+    """data as a memoryview of 8-byte words, or None when the chunk is not 8-byte aligned."""
+    if start % 8:
+        return None
+    return memoryview(data)[:len(data) - len(data) % 8].cast("Q")
+
+
+def _learn_layout(words, start, end, node, next_off, hdr_size, probe=1024):
+    """(stride, run, period) of the element list from node on, by following a few links.
+
+    Objects sit `stride` apart in runs of `run`, and runs start `period` apart
+    (DPDK skips page boundaries); a straight list is run 1, period = stride.
+    None when the list does not show such a pattern within `probe` links.
+    """
+    heads = [node]
+    while len(heads) < probe:
+        off = heads[-1] - start + next_off
+        if off % 8 or not 0 <= off < len(words) * 8:
+            break
+        nxt = words[off // 8]
+        if not start <= nxt <= end - hdr_size:
+            break
+        heads.append(nxt)
+    if len(heads) < 3 or heads[1] <= heads[0]:
+        return None
+    stride = heads[1] - heads[0]
+    run = next((i for i in range(1, len(heads)) if heads[i] - heads[i - 1] != stride), None)
+    if run is None:
+        return stride, 1, stride
+    period = heads[run] - heads[0]
+    if len(heads) < 2 * run or any(heads[run + j] != heads[j] + period for j in range(run)):
+        return None
+    return stride, run, period
+
+
+def _layout_block(words, start, end, node, stride, run, period, next_off, mp_off, hdr_size, pool_addr, most):
+    """How many whole periods from node on follow the learned layout: every element names the pool
+    and links to the next; checked with strided slices of the chunk's words, in C.
+
+    Each of the `run` positions in a period is one strided slice across all
+    periods, compared with the addresses the layout predicts.
+    """
+    if words is None or period % 8 or (node - start) % 8:
+        return 0
+    periods = min(most // run, (end - node - ((run - 1) * stride + hdr_size)) // period + 1)
+    if periods <= 0:
+        return 0
+    step = period // 8
+    good = periods
+    for j in range(run):
+        first = node - start + j * stride
+        nexts = words[(first + next_off) // 8::step][:good].tolist()
+        owners = words[(first + mp_off) // 8::step][:good].tolist()
+        target = node + (j + 1) * stride if j < run - 1 else node + period
+        expected = list(range(target, target + good * period, period))
+        mine = [pool_addr] * len(nexts)
+        if nexts == expected and owners == mine:
+            continue
+        lo, hi = 0, min(good, len(nexts))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if nexts[:mid] == expected[:mid] and owners[:mid] == mine[:mid]:
+                lo = mid
+            else:
+                hi = mid - 1
+        good = lo
+        if not good:
+            return 0
+    return good
 
 
 class Pool:
@@ -258,6 +330,7 @@ class Pool:
         node = self.header.elt_first
         start, data = (chunks[0] if chunks else (0, b""))
         end = start + len(data)
+        words, layout, slow = _words(data, start), None, 0
         while node and len(objects) < limit:
             if not start <= node <= end - hdr_size:
                 found = self._chunk_of(node, hdr_size)
@@ -267,6 +340,25 @@ class Pool:
                     break
                 start, data = found
                 end = start + len(data)
+                words, layout = _words(data, start), None
+            # Bulk: learn how objects are laid out, then check whole periods of that layout at once.
+            # When there is no pattern (or it breaks), take `slow` single steps before trying again.
+            if words is not None and layout is None and not slow:
+                layout = _learn_layout(words, start, end, node, next_off, hdr_size)
+                slow = 0 if layout else 256
+            if layout is not None:
+                stride, run, period = layout
+                periods = _layout_block(words, start, end, node, stride, run, period, next_off, mp_off,
+                                        hdr_size, self.addr, limit - len(objects))
+                layout = None
+                if periods:
+                    offsets = [hdr_size + j * stride for j in range(run)]
+                    objects.extend([base + off for base in range(node, node + periods * period, period)
+                                    for off in offsets])
+                    node += periods * period
+                    continue
+                slow = run + 1
+            slow = max(0, slow - 1)
             off = node - start
             if unpack("<Q", data, off + mp_off)[0] != self.addr:
                 self.anomalies.append("object header at index %d (0x%x) names another pool: list cut"
@@ -298,35 +390,42 @@ class Pool:
         """Object address -> where it is free ('ring', 'stack', 'lcore N cache'); computed once."""
         if self._places is not None:
             return self._places
-        places = self._places = {}
         store = "stack" if self.ops in STACK_DRIVERS else "ring"
         sources = [(store, self.driver_objects or [])]
         sources += [("lcore %d cache" % lcore, objs) for lcore, objs in sorted(self.cache_objects.items())]
+        places = self._places = {}
         for where, objs in sources:
-            for obj in objs:
-                if obj in places:
-                    self.anomalies.append("0x%x is free twice (%s and %s): the pool is corrupt"
-                                          % (obj, places[obj], where))
-                else:
-                    places[obj] = where
+            new = dict.fromkeys(objs, where)  # in C; what is already free elsewhere keeps its first place
+            for obj in sorted(new.keys() & places.keys()):
+                self.anomalies.append("0x%x is free twice (%s and %s): the pool is corrupt" % (obj, places[obj], where))
+                del new[obj]
+            if len(new) != len(objs) - len(places.keys() & set(objs)):
+                counts = collections.Counter(objs)
+                for obj in sorted(o for o, n in counts.items() if n > 1):
+                    self.anomalies.append("0x%x is free twice (%s and %s): the pool is corrupt" % (obj, where, where))
+            places.update(new)
         return places
 
-    def states(self):
-        """[(index, addr, state, where)] for every object, in index order."""
+    def classify(self):
+        """(objects in index order, {free object: where}, set of objects in use), all from memory."""
         objects = self.load_objects()
         places = self.free_places()
         known = set(objects)
-        strays = [obj for obj in places if obj not in known]
-        if strays and not self._strays_noted:
+        if not self._strays_noted:
             self._strays_noted = True
-            self.anomalies.append("%d free entries are no object of this pool (first 0x%x)"
-                                  % (len(strays), strays[0]))
+            strays = places.keys() - known
+            if strays:
+                self.anomalies.append("%d free entries are no object of this pool (first 0x%x)"
+                                      % (len(strays), min(strays)))
+        in_use = known - places.keys() if self.counts_known else set()
+        return objects, places, in_use
+
+    def states(self):
+        """[(index, addr, state, where)] for every object, in index order."""
+        objects, places, _ = self.classify()
         default = IN_USE if self.counts_known else UNKNOWN
-        rows = []
-        for index, obj in enumerate(objects):
-            where = places.get(obj)
-            rows.append((index, obj, FREE if where else default, where))
-        return rows
+        return [(index, obj, FREE if where else default, where)
+                for index, (obj, where) in enumerate(zip(objects, map(places.get, objects)))]
 
     # --- single objects ---------------------------------------------------
 

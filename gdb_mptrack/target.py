@@ -97,6 +97,9 @@ class Session:
         """For a core without most of its writable memory: say so first, since it explains what follows."""
         if self.kind != "core":
             return ""
+        if self.memory.truncated:
+            return ("the core file is truncated (%d memory segments cut short; take it again with enough "
+                    "disk space and 'ulimit -c unlimited'); so: " % len(self.memory.truncated))
         regions = [r for r in self.memory.regions() if r.writable]
         total = sum(r.end - r.start for r in regions)
         present = sum(r.end - r.start for r in regions if r.present)
@@ -108,8 +111,8 @@ class Session:
     def scan(self):
         if self._scan is None:
             self._scan = find_pools(self.memory, self.layout, len(self.ops_names))
-            if not self._scan.pools:
-                raise UserError(self._no_pools_message())
+        if not self._scan.pools:
+            raise UserError(self._no_pools_message())
         return self._scan
 
     def _no_pools_message(self):
