@@ -2,14 +2,18 @@
  * Copyright (c) 2026 The gdb-mptrack authors
  *
  * agent_bench.c: the program benchmarks/agent_bench.py runs, with and without
- * the preload agent.  It creates "benchpool" (no per-lcore cache, ring_mp_mc)
- * and times, on the main lcore, ROUNDS rounds of
- *   single: rte_mempool_get + rte_mempool_put of one object, BATCH times;
- *   burst:  rte_mempool_get_bulk + rte_mempool_put_bulk of 32 objects.
+ * the preload agent.  It creates two identical pools, "benchpool" (the one the
+ * agent tracks) and "refpool" (never tracked: agent_bench.py sets
+ * MPTRACK_POOLS=benchpool), both without per-lcore cache, ring_mp_mc, and
+ * times, on the main lcore, ROUNDS rounds of
+ *   single: rte_mempool_get + rte_mempool_put of one object;
+ *   burst:  rte_mempool_get_bulk + rte_mempool_put_bulk of 32 objects,
+ * on each pool in turn, REPEAT times interleaved, so that the tracked and the
+ * untracked pool see the same noise from other work on the machine.
  * The get and put sites sit a few calls deep (bench_level1..3), like an
  * application's, so that an unwinder has frames to walk.
- * It prints "single NS" and "burst NS": the best of REPEAT runs, in
- * nanoseconds per object for one get and one put.
+ * It prints "single NS", "burst NS", "ref_single NS" and "ref_burst NS": the
+ * best of the REPEAT runs, in nanoseconds per object for one get and one put.
  *
  *   agent_bench EAL-ARGS -- [ROUNDS]
  */
@@ -23,9 +27,7 @@
 #include <rte_mempool.h>
 
 #define BURST 32
-#define REPEAT 5
-
-static struct rte_mempool *pool;
+#define REPEAT 11
 
 static uint64_t
 now_ns(void)
@@ -37,7 +39,7 @@ now_ns(void)
 }
 
 __attribute__((noinline)) static void
-bench_single(unsigned int rounds)
+bench_single(struct rte_mempool *pool, unsigned int rounds)
 {
 	void *obj;
 
@@ -49,7 +51,7 @@ bench_single(unsigned int rounds)
 }
 
 __attribute__((noinline)) static void
-bench_burst(unsigned int rounds)
+bench_burst(struct rte_mempool *pool, unsigned int rounds)
 {
 	void *objs[BURST];
 
@@ -62,34 +64,57 @@ bench_burst(unsigned int rounds)
 
 /* A few frames between main and the get/put sites. */
 __attribute__((noinline)) static double
-bench_level3(int burst, unsigned int rounds)
+bench_level3(struct rte_mempool *pool, int burst, unsigned int rounds)
 {
 	uint64_t t0 = now_ns();
 
 	if (burst)
-		bench_burst(rounds);
+		bench_burst(pool, rounds);
 	else
-		bench_single(rounds);
+		bench_single(pool, rounds);
 	return (double)(now_ns() - t0) / ((double)rounds * (burst ? BURST : 1));
 }
 
-__attribute__((noinline)) static double
-bench_level2(int burst, unsigned int rounds)
-{
-	double best = 1e30;
+struct best {
+	double single, burst, ref_single, ref_burst;
+};
 
-	for (int r = 0; r < REPEAT; r++) {
-		double ns = bench_level3(burst, rounds);
-		if (ns < best)
-			best = ns;
-	}
-	return best;
+static void
+keep(double *best, double ns)
+{
+	if (ns < *best)
+		*best = ns;
 }
 
-__attribute__((noinline)) static double
-bench_level1(int burst, unsigned int rounds)
+__attribute__((noinline)) static void
+bench_level2(struct rte_mempool *pool, struct rte_mempool *ref, unsigned int rounds,
+	     struct best *b)
 {
-	return bench_level2(burst, rounds);
+	for (int r = 0; r < REPEAT; r++) {
+		keep(&b->ref_single, bench_level3(ref, 0, rounds));
+		keep(&b->single, bench_level3(pool, 0, rounds));
+		keep(&b->ref_burst, bench_level3(ref, 1, rounds / BURST * 4));
+		keep(&b->burst, bench_level3(pool, 1, rounds / BURST * 4));
+	}
+}
+
+__attribute__((noinline)) static void
+bench_level1(struct rte_mempool *pool, struct rte_mempool *ref, unsigned int rounds,
+	     struct best *b)
+{
+	bench_level2(pool, ref, rounds, b);
+}
+
+static struct rte_mempool *
+create(const char *name)
+{
+	struct rte_mempool *mp = rte_mempool_create(name, 4095, 64, 0, 0, NULL, NULL, NULL, NULL,
+						    SOCKET_ID_ANY, 0);
+	if (mp == NULL) {
+		fprintf(stderr, "agent_bench: rte_mempool_create: %s\n", rte_strerror(rte_errno));
+		exit(1);
+	}
+	return mp;
 }
 
 int
@@ -97,6 +122,8 @@ main(int argc, char **argv)
 {
 	int n = rte_eal_init(argc, argv);
 	unsigned int rounds = 200000;
+	struct best warm = {1e30, 1e30, 1e30, 1e30}, b = warm;
+	struct rte_mempool *pool, *ref;
 
 	if (n < 0) {
 		fprintf(stderr, "agent_bench: rte_eal_init: %s\n", rte_strerror(rte_errno));
@@ -106,17 +133,15 @@ main(int argc, char **argv)
 	argv += n;
 	if (argc > 1)
 		rounds = (unsigned int)strtoul(argv[1], NULL, 0);
-	pool = rte_mempool_create("benchpool", 4095, 64, 0, 0, NULL, NULL, NULL, NULL,
-				  SOCKET_ID_ANY, 0);
-	if (pool == NULL) {
-		fprintf(stderr, "agent_bench: rte_mempool_create: %s\n", rte_strerror(rte_errno));
-		return 1;
-	}
-	bench_level1(0, rounds / 10); /* warm up */
-	printf("single %.2f\n", bench_level1(0, rounds));
-	printf("burst %.2f\n", bench_level1(1, rounds / BURST * 4));
+	pool = create("benchpool");
+	ref = create("refpool");
+	bench_level1(pool, ref, rounds / 10, &warm);  /* warm up */
+	bench_level1(pool, ref, rounds, &b);
+	printf("single %.2f\nburst %.2f\nref_single %.2f\nref_burst %.2f\n", b.single, b.burst,
+	       b.ref_single, b.ref_burst);
 	fflush(stdout);
 	rte_mempool_free(pool);
+	rte_mempool_free(ref);
 	rte_eal_cleanup();
 	return 0;
 }

@@ -4,11 +4,19 @@
 
 Builds benchmarks/agent_bench.c and the agent, then runs the program once per
 configuration, R times round-robin (configurations interleaved, so that noise
-from other work on the machine spreads over all of them), keeping each
-configuration's best time.  Each run prints the best of 5 timed loops of
-single get+put and of bursts of 32 (ns per object for one get and one put) on
-"benchpool" (no per-lcore cache, ring_mp_mc).  Ratios are against the run
-without the agent.  --markdown prints the table docs/agent.md records.
+from other work on the machine spreads over all of them).  Each run times, in
+one process, interleaved 11 times, single get+put and bursts of 32 (ns per
+object for one get and one put) on two identical pools without per-lcore
+cache (ring_mp_mc): "benchpool", the one the agent tracks, and "refpool",
+never tracked (MPTRACK_POOLS=benchpool).  Two ratios per configuration:
+
+* vs no agent: the configuration's best time over its runs / the best time of
+  the runs without the agent (separate processes);
+* vs untracked pool: median over the runs of benchpool / refpool in the same
+  process (the same noise for both; refpool still passes through the agent's
+  wrappers, about 1.0x, see "agent loaded, pool not tracked").
+
+--markdown prints the table docs/agent.md records.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import datetime
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,22 +38,24 @@ sys.path.insert(0, str(HERE.parent))
 from gdb_mptrack import agent as agent_build  # noqa: E402
 
 EAL = ["--no-huge", "-m", "256", "--no-pci", "-l", "0,1", "--log-level", "error"]
+TRACKED = {"MPTRACK_POOLS": "benchpool"}
 
 # name -> (preload?, environment)
 CONFIGS = [
     ("untracked (no agent)", False, {}),
     ("agent loaded, pool not tracked", True, {"MPTRACK_POOLS": "none"}),
-    ("tracked, no stacks (depth 0)", True, {"MPTRACK_BT_DEPTH": "0"}),
-    ("tracked, depth 1 (caller)", True, {"MPTRACK_BT_DEPTH": "1"}),
-    ("tracked, depth 8, libunwind", True, {"MPTRACK_UNWIND": "libunwind"}),
-    ("tracked, depth 8, frame pointers", True, {"MPTRACK_UNWIND": "fp"}),
-    ("tracked, depth 8, glibc backtrace()", True, {"MPTRACK_UNWIND": "glibc"}),
+    ("tracked, no stacks (depth 0)", True, {**TRACKED, "MPTRACK_BT_DEPTH": "0"}),
+    ("tracked, depth 1 (caller)", True, {**TRACKED, "MPTRACK_BT_DEPTH": "1"}),
+    ("tracked, depth 8, cfi (default)", True, {**TRACKED, "MPTRACK_UNWIND": "cfi"}),
+    ("tracked, depth 8, libunwind", True, {**TRACKED, "MPTRACK_UNWIND": "libunwind"}),
+    ("tracked, depth 8, frame pointers", True, {**TRACKED, "MPTRACK_UNWIND": "fp"}),
+    ("tracked, depth 8, glibc backtrace()", True, {**TRACKED, "MPTRACK_UNWIND": "glibc"}),
     ("tracked, depth 8, libunwind, 1 in 16 sampled", True,
-     {"MPTRACK_UNWIND": "libunwind", "MPTRACK_BT_SAMPLE": "16"}),
+     {**TRACKED, "MPTRACK_UNWIND": "libunwind", "MPTRACK_BT_SAMPLE": "16"}),
     ("tracked, depth 1, precise clock (rdtsc)", True,
-     {"MPTRACK_BT_DEPTH": "1", "MPTRACK_CLOCK": "tsc"}),
+     {**TRACKED, "MPTRACK_BT_DEPTH": "1", "MPTRACK_CLOCK": "tsc"}),
     ("tracked, depth 1, strict (xchg) states", True,
-     {"MPTRACK_BT_DEPTH": "1", "MPTRACK_STRICT": "1"}),
+     {**TRACKED, "MPTRACK_BT_DEPTH": "1", "MPTRACK_STRICT": "1"}),
 ]
 
 
@@ -76,30 +87,7 @@ def run_once(program: Path, lib: Path, preload: bool, env_extra: dict, rounds: i
     return result
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=200000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--markdown", action="store_true")
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        program = build_program(Path(tmp) / "agent_bench")
-        lib = agent_build.build(Path(tmp))
-        best: dict[str, dict[str, float]] = {}
-        n = 0
-        for _ in range(args.repeat):
-            for name, preload, env in CONFIGS:
-                n += 1
-                res = run_once(program, lib, preload, env, args.rounds, n)
-                cur = best.setdefault(name, res)
-                for k, v in res.items():
-                    cur[k] = min(cur[k], v)
-    base = best[CONFIGS[0][0]]
-    rows = []
-    for name, _, _ in CONFIGS:
-        r = best[name]
-        rows.append((name, r["single"], r["single"] / base["single"], r["burst"],
-                     r["burst"] / base["burst"]))
+def machine() -> str:
     cpu = ""
     try:
         for line in open("/proc/cpuinfo"):
@@ -108,20 +96,50 @@ def main(argv=None) -> int:
                 break
     except OSError:
         pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=200000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args(argv)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        program = build_program(Path(tmp) / "agent_bench")
+        lib = agent_build.build(Path(tmp))
+        n = 0
+        for _ in range(args.repeat):
+            for name, preload, env in CONFIGS:
+                n += 1
+                runs[name].append(run_once(program, lib, preload, env, args.rounds, n))
+    base = runs[CONFIGS[0][0]]
+    best = {k: min(r[k] for r in base) for k in ("single", "burst")}
+    rows = []
+    for name, _, _ in CONFIGS:
+        rs = runs[name]
+        single, burst = min(r["single"] for r in rs), min(r["burst"] for r in rs)
+        rows.append((name, single, single / best["single"],
+                     statistics.median(r["single"] / r["ref_single"] for r in rs),
+                     burst, burst / best["burst"],
+                     statistics.median(r["burst"] / r["ref_burst"] for r in rs)))
     when = datetime.date.today().isoformat()
-    machine = f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
     if args.markdown:
-        print(f"Measured {when} on {machine}; best of {args.repeat} interleaved runs of "
-              f"{args.rounds} rounds, ns per object (one get and one put).\n")
-        print("| configuration | single ns | single ratio | burst-32 ns/object | burst ratio |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for name, s, sr, b, br in rows:
-            print(f"| {name} | {s:.1f} | {sr:.2f}x | {b:.2f} | {br:.2f}x |")
+        print(f"Measured {when} on {machine()}; {args.repeat} interleaved runs of {args.rounds} "
+              "rounds, ns per object (one get and one put), best run; ratios vs no agent (best "
+              "runs) and vs the untracked pool of the same process (median).\n")
+        print("| configuration | single ns | vs no agent | vs untracked pool "
+              "| burst-32 ns/object | vs no agent | vs untracked pool |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, s, sr, sp, b, br, bp in rows:
+            print(f"| {name} | {s:.1f} | {sr:.2f}x | {sp:.2f}x | {b:.2f} | {br:.2f}x | {bp:.2f}x |")
     else:
-        print(f"{when}  {machine}")
-        print(f"{'configuration':48} {'single':>8} {'ratio':>7} {'burst':>8} {'ratio':>7}")
-        for name, s, sr, b, br in rows:
-            print(f"{name:48} {s:8.1f} {sr:6.2f}x {b:8.2f} {br:6.2f}x")
+        print(f"{when}  {machine()}")
+        print(f"{'configuration':46} {'single':>7} {'/none':>6} {'/ref':>6} "
+              f"{'burst':>7} {'/none':>6} {'/ref':>6}")
+        for name, s, sr, sp, b, br, bp in rows:
+            print(f"{name:46} {s:7.1f} {sr:5.2f}x {sp:5.2f}x {b:7.2f} {br:5.2f}x {bp:5.2f}x")
     return 0
 
 
