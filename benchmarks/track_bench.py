@@ -623,7 +623,6 @@ def report_markdown(m, f, args):
             "yes" if abs(value - 1) <= FLAT_TOLERANCE else "no"))
     lines += [
         "",
-        "",
         "The way the tool does not work, one `gdb.FinishBreakpoint` per rte_malloc call:",
         "",
         "| pairs | runs | pairs/s | every run | pairs/s per %d pairs, first to last (median of the runs) "
@@ -710,9 +709,9 @@ calls, where one `gdb.FinishBreakpoint` per call slows down worse than linearly.
   keeps 3 objects, then does N `rte_mempool_get`/`rte_mempool_put` pairs in `pool_loop()`; later it keeps 3
   rte_malloc blocks and does M `rte_malloc`/`rte_free` pairs in `malloc_loop()`. Both loops run below 10
   distinct non-inlined frames (`nest9()` ... `nest0()`), so a depth-8 backtrace has 8 frames to unwind, as
-  in a real program (gdb stops unwinding at `main`). It times both loops
-  itself with `CLOCK_MONOTONIC` (the rte_malloc loop per successive chunk of pairs) and gdb reads the
-  timings at the `phase_end()` marker, so gdb's stops at the markers are outside the timed loops.
+  in a real program (gdb stops unwinding at `main`). It times both loops itself with `CLOCK_MONOTONIC`
+  (the rte_malloc loop per successive chunk of pairs) and gdb reads the timings at the `phase_end()`
+  marker, so gdb's stops at the markers are outside the timed loops.
 - Every measurement is its own gdb (`gdb -nx -batch -x gdbinit.py`), same binary, same N; gdb stops at
   `phase_start()`, arms what the configuration needs and `continue`s from the CLI, as a user would. An
   event is one get or one put (one rte_malloc or one rte_free). When a pool is tracked a pair costs 3
@@ -757,7 +756,8 @@ calls, where one `gdb.FinishBreakpoint` per call slows down worse than linearly.
   tracker's `stop()` methods, the functions they call and the gdb API calls they make: the extension's own
   Python time per hit (those runs are not in the rates).
 
-Run it as root from a checkout (it builds its own program; about 4 minutes on 2 cores):
+Run it as root from a checkout (it builds its own program; 3 to 5 minutes on this 2-CPU machine, depending
+on other load):
 
 ```sh
 /usr/bin/python3 benchmarks/track_bench.py            # measure, print, update this file
