@@ -12,6 +12,15 @@ import sys
 from .layout import LayoutError
 
 
+def _needs(module, package):
+    """Exit with one line when a module this command needs is missing from this Python."""
+    try:
+        __import__(module)
+    except ImportError:
+        sys.exit("gdb_mptrack: this Python (%s) lacks %s; run scripts/setup.sh and use /usr/bin/python3, "
+                 "the Python gdb embeds" % (sys.executable, package))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m gdb_mptrack",
                                      description="gdb-mptrack: DPDK mempool debugging from gdb. "
@@ -30,6 +39,7 @@ def main(argv=None):
     if args.command == "gdbinit":
         print(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gdbinit.py"))
     elif args.command == "gen-layout":
+        _needs("elftools", "pyelftools")
         from .layout_gen import layout_from_installed_headers
         from .layouts import table_path
         try:

@@ -5,6 +5,8 @@ Leak groups are printed as a table (tabulate) or written as JSON/CSV with
 one backtrace per group, frames symbolized once per distinct PC.
 """
 
+import fnmatch
+
 import gdb  # pylint: disable=import-error
 
 from . import render, tracking
@@ -59,6 +61,7 @@ class TrackCommand(Subcommand):
             return
         t.arm_creation()
         t.track_all = t.track_all or args.all
+        t.pending_names |= set(args.pools)
         wanted = set(args.pools)
         if live:
             s = session()
@@ -66,7 +69,7 @@ class TrackCommand(Subcommand):
             for error in errors:
                 note("mptrack: " + error)
             for pool in pools:
-                if (args.all or pool.name in wanted or t.wants(pool.name)) and pool.addr not in t.pools:
+                if t.wants(pool.name) and pool.addr not in t.pools:
                     try:
                         tracked = tracking.track_live(t, pool, s.ops_names)
                     except tracking.TrackError as e:
@@ -76,11 +79,9 @@ class TrackCommand(Subcommand):
                         pool.name, pool.addr, pool.ops, tracked.shadow.in_use_count(),
                         "cache of %d bypassed" % tracked.original_cache_size
                         if tracked.original_cache_size else "no cache"))
-                    wanted.discard(pool.name)
+                    wanted = {w for w in wanted if not fnmatch.fnmatchcase(pool.name, w)}
         for name in sorted(wanted):
-            if "*" not in name and "?" not in name and "[" not in name or not live:
-                gdb.write("pool %s does not exist yet: tracking arms when it is created\n" % name)
-        t.pending_names |= set(args.pools)
+            gdb.write("no pool matches %s yet: tracking arms when one is created\n" % name)
 
 
 UNTRACK = make_parser("untrack", "Stop tracking pools (their cache size is restored) or the rte_malloc family.")
@@ -223,8 +224,9 @@ def _print_leaks(records, args):
     for r in records:
         age = "origin unknown (out before tracking)" if not r["backtrace"] else (
             "oldest %.1f s ago" % r["oldest_age"] if r["oldest_age"] is not None else "")
-        gdb.write("%d %s (%d bytes) in %s, %s\n" % (r["count"], "object" if r["count"] == 1 else "objects",
-                                                      r["bytes"], r["pool"], age))
+        noun = "block" if r["pool"] == HEAP_POOL else "object"
+        gdb.write("%d %s%s (%d bytes) in %s, %s\n" % (r["count"], noun, "" if r["count"] == 1 else "s",
+                                                     r["bytes"], r["pool"], age))
         for i, frame in enumerate(r["backtrace"]):
             gdb.write("    #%d %s\n" % (i, frame))
 
@@ -348,9 +350,21 @@ def backtrace_columns(pool):
 # --- settings ---------------------------------------------------------------
 
 class _Prefix(gdb.Command):
+    """`set mptrack ...` / `show mptrack ...`; a bare `show` prefix shows every setting under it."""
+
     def __init__(self, name, doc):
         self.__doc__ = doc
+        self.name = name
         super().__init__(name, gdb.COMMAND_DATA, prefix=True)
+
+    def invoke(self, argument, from_tty):
+        if not self.name.startswith("show "):
+            raise gdb.GdbError("mptrack: name a setting (see 'help %s')" % self.name)
+        settings = ["show mptrack stop-on " + kind for kind in tracking.FAULT_KINDS]
+        if self.name == "show mptrack":
+            settings.append("show mptrack backtrace-depth")
+        for command in settings:
+            gdb.execute(command, from_tty)
 
 
 class StopOnParameter(gdb.Parameter):

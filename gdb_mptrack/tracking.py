@@ -73,12 +73,14 @@ SETTINGS = Settings()
 
 # --- registers, threads, backtraces --------------------------------------
 
-def _reg(frame, name):
-    return int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF
+def _reg(name):
+    """A register of the stopped thread's newest frame.  `$reg` builds no gdb.Frame: asking gdb for
+    the newest frame runs every unwinder and costs more than the rest of a breakpoint hit."""
+    return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
 
 
-def _arg(frame, index):
-    return _reg(frame, ARG_REGISTERS[index])
+def _arg(index):
+    return _reg(ARG_REGISTERS[index])
 
 
 def _thread_id():
@@ -156,19 +158,77 @@ class Symbolizer:
 SYMBOLS = Symbolizer()
 
 
-def caller_pcs():
+class StackUnwinder:
+    """Backtraces from one stack read, using frame sizes learned from gdb once per PC.
+
+    At a tracked function's entry, [rsp] is the caller's PC and the caller's
+    stack pointer is rsp + 8.  For each PC we remember how far its frame
+    reaches (its caller's stack pointer minus its own, which gdb's unwinder
+    told us the first time that PC was seen, from the DWARF CFI), so the next
+    return address is one load away.  A PC never seen sends the event to gdb's
+    unwinder, which teaches us the sizes (and the symbolizer the names).
+    Frames whose size varies at one PC (alloca) could mislead it; a PC it
+    does not know, or an implausible size, falls back to gdb.
+    """
+
+    WINDOW = 4096
+    END = -1
+
+    def __init__(self):
+        self.sizes = {}
+
+    def learn(self, frames):
+        """frames: [(pc, rsp)] of consecutive real frames from gdb, and whether the last has no caller."""
+        for (pc, rsp), (_, older_rsp) in zip(frames, frames[1:]):
+            if 0 < older_rsp - rsp < 1 << 20:
+                self.sizes[pc] = older_rsp - rsp
+
+    def backtrace(self, read, sp, depth):
+        """PCs from the caller of the function entered at sp, or None when a PC is not known yet."""
+        try:
+            stack = read(sp, self.WINDOW)
+        except MemoryMissing:
+            return None
+        pcs = []
+        rsp = sp + 8
+        slot = 0
+        while len(pcs) < depth:
+            if slot + 8 > len(stack):
+                return None
+            pc = struct.unpack_from("<Q", stack, slot)[0]
+            pcs.append(pc)
+            size = self.sizes.get(pc)
+            if size is None:
+                return None
+            if size == self.END:
+                break
+            rsp += size
+            slot = rsp - 8 - sp
+        return tuple(pcs)
+
+
+UNWINDER = StackUnwinder()
+
+
+def caller_pcs(tracker):
     """The backtrace of a call stopped at the entry of a tracked function, from its caller on."""
-    return capture_pcs(SETTINGS.backtrace_depth, skip=1)
+    depth = SETTINGS.backtrace_depth
+    if depth <= 0:
+        return ()
+    pcs = UNWINDER.backtrace(tracker.read, _reg("rsp"), depth)
+    return pcs if pcs is not None else capture_pcs(depth, skip=1)
 
 
 def capture_pcs(depth, skip=0):
-    """PCs of the newest `depth` functions after skipping `skip` frames (the breakpoint's own function).
+    """PCs of the newest `depth` functions after skipping `skip` frames, through gdb's unwinder.
 
     Inlined frames share their caller's PC and are folded into it; a PC met
-    for the first time is described from these live frames (Symbolizer.learn).
+    for the first time is described from these live frames (Symbolizer.learn),
+    and every frame's size is taught to the fast unwinder.
     """
     pcs = []
     group = []
+    real = []  # (pc, rsp) of each real frame, for UNWINDER
     if depth <= 0:
         return ()
     try:
@@ -179,8 +239,10 @@ def capture_pcs(depth, skip=0):
             pc = frame.pc()
             if group and group[0].pc() != pc:
                 SYMBOLS.learn(pcs[-1], group)
+                real.append((pcs[-1], int(group[-1].read_register("rsp"))))
                 group = []
                 if len(pcs) == depth:
+                    real.append((pc, int(frame.read_register("rsp"))))
                     break
             if not group:
                 pcs.append(pc)
@@ -188,8 +250,12 @@ def capture_pcs(depth, skip=0):
             frame = frame.older()
         if group:
             SYMBOLS.learn(pcs[-1], group)
+            real.append((pcs[-1], int(group[-1].read_register("rsp"))))
+            if frame is None:
+                UNWINDER.sizes[pcs[-1]] = StackUnwinder.END
     except gdb.error:
         pass
+    UNWINDER.learn(real)
     return tuple(pcs)
 
 
@@ -249,8 +315,8 @@ class Tracker:
         return self.shadows.event(kind, thread, self.lcore(thread), pcs)
 
     # pending calls and return sites
-    def expect_return(self, frame, handler):
-        sp = _reg(frame, "rsp")
+    def expect_return(self, handler):
+        sp = _reg("rsp")
         ret = struct.unpack("<Q", self.read(sp, 8))[0]
         self.pending_calls.setdefault(_thread_id(), []).append((sp + 8, handler))
         if ret not in self.return_sites:
@@ -260,13 +326,12 @@ class Tracker:
         stack = self.pending_calls.get(_thread_id())
         if not stack:
             return False
-        frame = gdb.newest_frame()
-        sp = _reg(frame, "rsp")
+        sp = _reg("rsp")
         for i in range(len(stack) - 1, -1, -1):
             if stack[i][0] == sp:
                 handler = stack[i][1]
                 del stack[i:]
-                return handler(frame)
+                return handler()
         return False
 
     def in_malloc_call(self):
@@ -274,7 +339,7 @@ class Tracker:
 
     # faults
     def report(self, fault):
-        if fault.index is None and fault.pool != HEAP_POOL:
+        if fault.index is None and fault.pool != HEAP_POOL and fault.kind != "stray free":
             fault.index = locate(fault.addr)[1]
         self.shadows.record_fault(fault)
         gdb.write(format_fault(fault) + "\n", gdb.STDERR)
@@ -292,8 +357,12 @@ class Tracker:
                                 previous_free=entry.last_free if entry else None,
                                 last_alloc=entry.last_alloc if entry else None,
                                 detail="it belongs to pool '%s'" % self.pool_name(owner))
-        text, _ = locate(obj)
-        return shadow.Fault("stray free", tracked.name, obj, event, detail="no object starts there (%s)" % text)
+        text, _, start = locate(obj)
+        holder = self.pools.get(self.owner_of(start)) if start is not None else None
+        entry = holder.shadow.entries.get(start) if holder else None
+        return shadow.Fault("stray free", tracked.name, obj, event, detail="no object starts there (%s)" % text,
+                            previous_free=entry.last_free if entry else None,
+                            last_alloc=entry.last_alloc if entry else None)
 
     def heap_free(self, ptr, event):
         heap = self.shadows.heap
@@ -431,8 +500,9 @@ class TrackedPool:
 
 def format_fault(fault):
     """The multi-line report printed when a fault is found."""
-    lines = ["mptrack: %s of %s 0x%x%s in %s%s" % (
-        fault.kind, "block" if fault.pool == HEAP_POOL else "object", fault.addr,
+    what = "" if fault.kind.endswith("pointer") else " of " + ("block" if fault.pool == HEAP_POOL else "object")
+    lines = ["mptrack: %s%s 0x%x%s in %s%s" % (
+        fault.kind, what, fault.addr,
         "" if fault.index is None else " (index %d)" % fault.index,
         "the rte_malloc heap" if fault.pool == HEAP_POOL else "pool '%s'" % fault.pool,
         ": " + fault.detail if fault.detail else "")]
@@ -484,11 +554,10 @@ class ReturnSite(_TrackerBreakpoint):
 
 def _driver_call(tracker):
     """(tracked pool, obj_table, n) of a driver call stopped at entry, or None for untracked pools."""
-    frame = gdb.newest_frame()
-    tracked = tracker.pools.get(_arg(frame, 0))
+    tracked = tracker.pools.get(_arg(0))
     if tracked is None:
         return None
-    return tracked, _arg(frame, 1), min(_arg(frame, 2) & 0xFFFFFFFF, tracked.header.size)
+    return tracked, _arg(1), min(_arg(2) & 0xFFFFFFFF, tracked.header.size)
 
 
 def _record_each(tracker, objs, record):
@@ -510,7 +579,7 @@ class EnqueueBreakpoint(_TrackerBreakpoint):
         if call is None:
             return False
         tracked, obj_table, n = call
-        event = t.new_event("free", caller_pcs())
+        event = t.new_event("free", caller_pcs(t))
         return _record_each(t, t.read_ptrs(obj_table, n), lambda obj: t.check_free(tracked, obj, event))
 
 
@@ -523,11 +592,11 @@ class _Return:
 class _DequeueReturn(_Return):
     def __init__(self, tracker, tracked, obj_table, n):
         self.tracker, self.tracked, self.obj_table, self.n = tracker, tracked, obj_table, n
-        self.pcs = caller_pcs()  # at entry, where the caller's frame still shows the call's line
+        self.pcs = caller_pcs(tracker)  # at entry, where the caller's frame still shows the call's line
 
-    def __call__(self, frame):
+    def __call__(self):
         t = self.tracker
-        if _reg(frame, "rax") & 0xFFFFFFFF or t.pools.get(self.tracked.addr) is not self.tracked:
+        if _reg("rax") & 0xFFFFFFFF or t.pools.get(self.tracked.addr) is not self.tracked:
             return False  # the dequeue failed (-ENOBUFS), or the pool is no longer tracked
         event = t.new_event("alloc", self.pcs)
         return _record_each(t, t.read_ptrs(self.obj_table, self.n), lambda obj: self.tracked.shadow.alloc(obj, event))
@@ -539,7 +608,7 @@ class DequeueBreakpoint(_TrackerBreakpoint):
     def on_hit(self):
         call = _driver_call(self.tracker)
         if call is not None:
-            self.tracker.expect_return(gdb.newest_frame(), _DequeueReturn(self.tracker, *call))
+            self.tracker.expect_return(_DequeueReturn(self.tracker, *call))
         return False
 
 
@@ -548,7 +617,7 @@ class CreationBreakpoint(_TrackerBreakpoint):
 
     def on_hit(self):
         t = self.tracker
-        mp = _arg(gdb.newest_frame(), 0)
+        mp = _arg(0)
         if mp in t.pools:
             return False
         try:
@@ -565,7 +634,7 @@ class PoolFreeBreakpoint(_TrackerBreakpoint):
 
     def on_hit(self):
         t = self.tracker
-        mp = _arg(gdb.newest_frame(), 0)
+        mp = _arg(0)
         if mp in t.pools:
             t.forget_pool(mp)
         return False
@@ -576,11 +645,11 @@ class _MallocReturn(_Return):
 
     def __init__(self, tracker, size, old):
         self.tracker, self.size, self.old = tracker, size, old
-        self.pcs = caller_pcs()
+        self.pcs = caller_pcs(tracker)
 
-    def __call__(self, frame):
+    def __call__(self):
         t = self.tracker
-        ptr = _reg(frame, "rax")
+        ptr = _reg("rax")
         if not ptr:
             return False
         stop = False
@@ -602,11 +671,10 @@ class MallocBreakpoint(_TrackerBreakpoint):
         t = self.tracker
         if t.in_malloc_call():
             return False
-        frame = gdb.newest_frame()
         size_arg, count_arg, old_arg = ALLOCATORS[self.function]
-        size = _arg(frame, size_arg) * (_arg(frame, count_arg) if count_arg is not None else 1)
-        old = _arg(frame, old_arg) if old_arg is not None else 0
-        t.expect_return(frame, _MallocReturn(t, size, old))
+        size = _arg(size_arg) * (_arg(count_arg) if count_arg is not None else 1)
+        old = _arg(old_arg) if old_arg is not None else 0
+        t.expect_return(_MallocReturn(t, size, old))
         return False
 
 
@@ -617,10 +685,10 @@ class RteFreeBreakpoint(_TrackerBreakpoint):
         t = self.tracker
         if t.in_malloc_call():
             return False
-        ptr = _arg(gdb.newest_frame(), 0)
+        ptr = _arg(0)
         if not ptr:
             return False
-        return t.heap_free(ptr, t.new_event("free", caller_pcs()))
+        return t.heap_free(ptr, t.new_event("free", caller_pcs(t)))
 
 
 # --- live set-up (from commands, never from a breakpoint) -------------------
@@ -664,7 +732,7 @@ def flush_caches(tracker, pool):
 
 
 def locate(addr):
-    """(text, index) saying which pool object holds addr, from a fresh look at memory."""
+    """(text, index, object start) saying which pool object holds addr, from a fresh look at memory."""
     from .target import USER_ERRORS, session
     try:
         pools, _ = session().pools()
@@ -673,11 +741,12 @@ def locate(addr):
             if found is not None:
                 index, obj = found
                 if obj == addr:
-                    return "object %d of pool '%s'" % (index, pool.name), index
-                return "inside object %d of pool '%s' at 0x%x %+d" % (index, pool.name, obj, addr - obj), index
-        return "in no mempool", None
+                    return "object %d of pool '%s'" % (index, pool.name), index, obj
+                return ("inside object %d of pool '%s' at 0x%x %+d" % (index, pool.name, obj, addr - obj),
+                        index, obj)
+        return "in no mempool", None, None
     except USER_ERRORS:
-        return "location unknown", None
+        return "location unknown", None, None
 
 
 def backtrace_text(event):
