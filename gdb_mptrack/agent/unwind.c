@@ -23,7 +23,10 @@
  * frame.  A rule this interpreter does not follow (a signal frame, a CFA in
  * another register, the return address elsewhere than CFA - 8) is recorded as
  * unsupported and makes mpt_unwind() return -1.  Every stack read is bounded
- * by the thread's stack.
+ * by the live part of the thread's stack: above the unwinder's own frame, below
+ * the top of the stack's mapping (found in /proc/self/maps with open and read
+ * at the thread's first walk, so that even a first walk in a signal handler
+ * does no malloc).
  *
  * Memo.  The walk is a function of (pc, sp, bp) of the first frame and of
  * the stack words it reads: the callers' return addresses and the saved rbp
@@ -42,10 +45,13 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <link.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "unwind.h"
 
@@ -634,7 +640,7 @@ struct memo {
 };
 
 struct thread_state {
-	uintptr_t lo, hi;       /* the thread's stack */
+	uintptr_t lo, hi;       /* the thread's stack mapping (the main thread's as it may grow) */
 	struct memo *last;      /* the fresh walk to tag */
 	size_t size;
 	struct memo memo[MEMO_SLOTS];
@@ -654,31 +660,81 @@ thread_gone(void *arg)
 	}
 }
 
+/*
+ * The mapping of /proc/self/maps that holds addr, with open, read and close
+ * only (async-signal-safe, no malloc: a thread's first walk may be in a signal
+ * handler).  *grows: it is the main thread's "[stack]".
+ */
+static int
+mapping_of(uintptr_t addr, uintptr_t *lo, uintptr_t *hi, int *grows)
+{
+	char buf[4096], line[160], tail[8] = "";
+	size_t len = 0, tn = 0;
+	ssize_t r;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC), found = 0;
+
+	if (fd < 0)
+		return -1;
+	while (!found && (r = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < r && !found; i++) {
+			char c = buf[i];
+			if (c != '\n') {
+				if (len < sizeof(line) - 1)
+					line[len++] = c;
+				memmove(tail, tail + 1, sizeof(tail) - 1);
+				tail[sizeof(tail) - 1] = c;
+				tn++;
+				continue;
+			}
+			/* "lo-hi perms ..." */
+			uintptr_t a = 0, b = 0;
+			size_t k = 0;
+			line[len] = '\0';
+			for (; k < len && line[k] != '-'; k++)
+				a = a * 16 + (uintptr_t)(line[k] <= '9' ? line[k] - '0' : (line[k] | 32) - 'a' + 10);
+			for (k++; k < len && line[k] != ' '; k++)
+				b = b * 16 + (uintptr_t)(line[k] <= '9' ? line[k] - '0' : (line[k] | 32) - 'a' + 10);
+			if (addr >= a && addr < b) {
+				*lo = a;
+				*hi = b;
+				*grows = tn >= 7 && memcmp(tail + 1, "[stack]", 7) == 0;
+				found = 1;
+			}
+			len = 0;
+			tn = 0;
+			memset(tail, 0, sizeof(tail));
+		}
+	}
+	close(fd);
+	return found ? 0 : -1;
+}
+
 static struct thread_state *
 thread_state(void)
 {
 	struct thread_state *t = tls_unw;
-	pthread_attr_t a;
-	void *addr;
-	size_t size;
+	uintptr_t lo, hi;
+	int grows;
 
 	if (LIKELY(t != NULL))
 		return t;
+	if (mapping_of((uintptr_t)__builtin_frame_address(0), &lo, &hi, &grows) != 0)
+		return NULL;
+	if (grows) {
+		/* the kernel extends the main thread's stack down to its limit */
+		struct rlimit rl;
+		uint64_t limit = 8u << 20;
+		if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+			limit = rl.rlim_cur;
+		if (hi - lo < limit)
+			lo = hi > limit ? hi - limit : 0;
+	}
 	t = mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (t == MAP_FAILED)
 		return NULL;
 	t->size = sizeof(*t);
-	if (pthread_getattr_np(pthread_self(), &a) == 0) {
-		if (pthread_attr_getstack(&a, &addr, &size) == 0) {
-			t->lo = (uintptr_t)addr;
-			t->hi = (uintptr_t)addr + size;
-		}
-		pthread_attr_destroy(&a);
-	}
-	if (t->hi == 0) {
-		munmap(t, sizeof(*t));
-		return NULL;
-	}
+	t->lo = lo;
+	t->hi = hi;
 	tls_unw = t;
 	pthread_setspecific(memo_key, t);
 	return t;
@@ -729,12 +785,12 @@ memo_index(uintptr_t pc, uintptr_t sp)
 	return (unsigned int)(((pc ^ (sp << 7)) * 0x9e3779b97f4a7c15ull) >> 58) & (MEMO_SLOTS - 1);
 }
 
-/* A walk from (pc, sp, bp), memoised in m if not NULL. */
+/* A walk from (pc, sp, bp), reading only [lo, hi); memoised in m if not NULL. */
 static __attribute__((noinline)) int
 walk(struct thread_state *t, struct memo *m, uintptr_t pc, uintptr_t sp, uintptr_t bp,
-     uint64_t *out, unsigned int max)
+     uintptr_t lo, uintptr_t hi, uint64_t *out, unsigned int max)
 {
-	const uintptr_t lo = t->lo, hi = t->hi, pc0 = pc, sp0 = sp, bp0 = bp;
+	const uintptr_t pc0 = pc, sp0 = sp, bp0 = bp;
 	unsigned int n = 0, nreads = 0, need_bp = 0;
 	int bp_origin = -1;     /* where bp came from: -1 the first frame's, else a read */
 	struct {
@@ -826,8 +882,11 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 	*tag = 0;
 	if (UNLIKELY(t == NULL || rules == NULL))
 		return -1;
-	lo = t->lo;
+	/* nothing below this frame is live; not on the thread's stack (sigaltstack): no */
+	lo = (uintptr_t)fp;
 	hi = t->hi;
+	if (UNLIKELY(lo < t->lo || lo >= hi))
+		return -1;
 	/* the agent's own frames (frame pointers) up to the one ra returns from */
 	for (int k = 0;; k++) {
 		if (k == 16 || (uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi || ((uintptr_t)fp & 7))
@@ -851,5 +910,5 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 			}
 		}
 	}
-	return walk(t, m, pc, sp, bp, out, max);
+	return walk(t, m, pc, sp, bp, lo, hi, out, max);
 }

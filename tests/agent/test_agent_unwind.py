@@ -38,7 +38,8 @@ def test_cfi_stacks_equal_libunwinds_on_every_kind_of_frame(agent, agent_program
     assert s["compared"] + s["fallback"] >= run.truth["events"], (s, run.truth)
     # the frames were of every kind: rbp-based (alloca), realigned (DRAP), signal frames
     assert s["bp"] >= 1 and s["realigned"] >= 1, s
-    assert s["unsupported"] >= 1 and s["fallback"] >= 8, s
+    # 4 signals on the thread's stack, 4 on an alternate stack, a get and a put each
+    assert s["unsupported"] >= 1 and s["fallback"] >= 16, s
     # walks are memoised: far fewer walks than stacks
     assert s["walks"] < s["compared"] // 2, s
 

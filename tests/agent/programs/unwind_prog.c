@@ -11,7 +11,8 @@
  *     frame: CFA = *(rbp - 8), rbp saved at rbp + 0);
  *   - one function reached from two callers with equal frames (the same pc and
  *     sp, different callers: a memoised walk must not be reused);
- *   - a signal handler (a signal frame: the agent's fallback unwinder);
+ *   - a signal handler (a signal frame: the agent's fallback unwinder), on the
+ *     thread's stack and on an alternate signal stack;
  *   - a thread that is not an EAL lcore, which then exits.
  *
  *   unwind_prog EAL-ARGS -- TRUTH mixed
@@ -125,7 +126,23 @@ NOINLINE void
 signal_me(void)
 {
 	raise(SIGUSR1);
+	raise(SIGUSR2);   /* on the alternate stack */
 	sink++;
+}
+
+static void
+alt_stack_handler(void)
+{
+	static char alt[64 * 1024];
+	stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt), .ss_flags = 0};
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	if (sigaltstack(&ss, NULL) != 0 || sigaction(SIGUSR2, &sa, NULL) != 0)
+		die("sigaltstack");
 }
 
 static void *
@@ -160,6 +177,7 @@ main(int argc, char **argv)
 	if (pool == NULL)
 		die("rte_mempool_create");
 	signal(SIGUSR1, on_usr1);
+	alt_stack_handler();
 	for (int i = 0; i < ROUNDS; i++) {
 		recurse(i % 13);
 		with_alloca(16 + (size_t)(i % 7) * 100);
