@@ -171,7 +171,7 @@ class StackUnwinder:
     does not know, or an implausible size, falls back to gdb.
     """
 
-    WINDOW = 4096
+    WINDOW = 512
     END = -1
 
     def __init__(self):
@@ -185,16 +185,16 @@ class StackUnwinder:
 
     def backtrace(self, read, sp, depth):
         """PCs from the caller of the function entered at sp, or None when a PC is not known yet."""
-        try:
-            stack = read(sp, self.WINDOW)
-        except MemoryMissing:
-            return None
+        stack = b""
         pcs = []
         rsp = sp + 8
         slot = 0
         while len(pcs) < depth:
-            if slot + 8 > len(stack):
-                return None
+            while slot + 8 > len(stack):  # read on as needed: the stack's top may be near
+                try:
+                    stack += read(sp + len(stack), self.WINDOW)
+                except MemoryMissing:
+                    return None
             pc = struct.unpack_from("<Q", stack, slot)[0]
             pcs.append(pc)
             size = self.sizes.get(pc)
@@ -210,12 +210,13 @@ class StackUnwinder:
 UNWINDER = StackUnwinder()
 
 
-def caller_pcs(tracker):
-    """The backtrace of a call stopped at the entry of a tracked function, from its caller on."""
+def caller_pcs(tracker, sp):
+    """The backtrace of a call stopped at the entry (stack pointer sp) of a tracked function,
+    from its caller on."""
     depth = SETTINGS.backtrace_depth
     if depth <= 0:
         return ()
-    pcs = UNWINDER.backtrace(tracker.read, _reg("rsp"), depth)
+    pcs = UNWINDER.backtrace(tracker.read, sp, depth)
     return pcs if pcs is not None else capture_pcs(depth, skip=1)
 
 
@@ -315,27 +316,31 @@ class Tracker:
         return self.shadows.event(kind, thread, self.lcore(thread), pcs)
 
     # pending calls and return sites
-    def expect_return(self, handler):
-        sp = _reg("rsp")
+    def expect_return(self, handler, sp):
+        """Note a call stopped at its entry (stack pointer sp): handler() runs when it returns."""
         ret = struct.unpack("<Q", self.read(sp, 8))[0]
-        self.pending_calls.setdefault(_thread_id(), []).append((sp + 8, handler))
+        self.pending_calls.setdefault(_thread_id(), []).append((sp + 8, ret, handler))
         if ret not in self.return_sites:
-            self.return_sites[ret] = ReturnSite(self, "*0x%x" % ret)
+            self.return_sites[ret] = ReturnSite(self, ret)
 
-    def returned(self):
+    def returned(self, site):
+        """A return site was hit: run the handler of the pending call of this thread that returns here."""
         stack = self.pending_calls.get(_thread_id())
         if not stack:
             return False
-        sp = _reg("rsp")
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i][0] == sp:
-                handler = stack[i][1]
-                del stack[i:]
-                return handler()
-        return False
+        if stack[-1][1] == site and sum(1 for entry in stack if entry[1] == site) == 1:
+            found = len(stack) - 1  # the only call pending on this thread that returns here: no need for rsp
+        else:
+            sp = _reg("rsp")
+            found = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] == sp), None)
+            if found is None:
+                return False
+        handler = stack[found][2]
+        del stack[found:]
+        return handler()
 
     def in_malloc_call(self):
-        return any(h.malloc for _, h in self.pending_calls.get(_thread_id(), ()))
+        return any(h.malloc for _, _, h in self.pending_calls.get(_thread_id(), ()))
 
     # faults
     def report(self, fault):
@@ -347,6 +352,8 @@ class Tracker:
 
     def check_free(self, tracked, obj, event):
         """Record a put of obj into tracked; a Fault for duplicate, foreign and stray frees."""
+        if obj in tracked.shadow.entries:  # an object of this pool already: its header was checked
+            return tracked.shadow.free(obj, event)
         owner = self.owner_of(obj)
         if owner == tracked.addr:
             return tracked.shadow.free(obj, event)
@@ -548,8 +555,12 @@ class _TrackerBreakpoint(gdb.Breakpoint):
 class ReturnSite(_TrackerBreakpoint):
     """A permanent breakpoint at a call's return address; dispatches to the pending call."""
 
+    def __init__(self, tracker, addr):
+        super().__init__(tracker, "*0x%x" % addr)
+        self.addr = addr
+
     def on_hit(self):
-        return self.tracker.returned()
+        return self.tracker.returned(self.addr)
 
 
 def _driver_call(tracker):
@@ -579,7 +590,7 @@ class EnqueueBreakpoint(_TrackerBreakpoint):
         if call is None:
             return False
         tracked, obj_table, n = call
-        event = t.new_event("free", caller_pcs(t))
+        event = t.new_event("free", caller_pcs(t, _reg("rsp")))
         return _record_each(t, t.read_ptrs(obj_table, n), lambda obj: t.check_free(tracked, obj, event))
 
 
@@ -590,9 +601,9 @@ class _Return:
 
 
 class _DequeueReturn(_Return):
-    def __init__(self, tracker, tracked, obj_table, n):
+    def __init__(self, tracker, tracked, obj_table, n, sp):
         self.tracker, self.tracked, self.obj_table, self.n = tracker, tracked, obj_table, n
-        self.pcs = caller_pcs(tracker)  # at entry, where the caller's frame still shows the call's line
+        self.pcs = caller_pcs(tracker, sp)  # at entry, where the caller's frame still shows the call's line
 
     def __call__(self):
         t = self.tracker
@@ -608,7 +619,8 @@ class DequeueBreakpoint(_TrackerBreakpoint):
     def on_hit(self):
         call = _driver_call(self.tracker)
         if call is not None:
-            self.tracker.expect_return(_DequeueReturn(self.tracker, *call))
+            sp = _reg("rsp")
+            self.tracker.expect_return(_DequeueReturn(self.tracker, *call, sp), sp)
         return False
 
 
@@ -643,9 +655,9 @@ class PoolFreeBreakpoint(_TrackerBreakpoint):
 class _MallocReturn(_Return):
     malloc = True
 
-    def __init__(self, tracker, size, old):
+    def __init__(self, tracker, size, old, sp):
         self.tracker, self.size, self.old = tracker, size, old
-        self.pcs = caller_pcs(tracker)
+        self.pcs = caller_pcs(tracker, sp)
 
     def __call__(self):
         t = self.tracker
@@ -674,7 +686,8 @@ class MallocBreakpoint(_TrackerBreakpoint):
         size_arg, count_arg, old_arg = ALLOCATORS[self.function]
         size = _arg(size_arg) * (_arg(count_arg) if count_arg is not None else 1)
         old = _arg(old_arg) if old_arg is not None else 0
-        t.expect_return(_MallocReturn(t, size, old))
+        sp = _reg("rsp")
+        t.expect_return(_MallocReturn(t, size, old, sp), sp)
         return False
 
 
@@ -688,7 +701,7 @@ class RteFreeBreakpoint(_TrackerBreakpoint):
         ptr = _arg(0)
         if not ptr:
             return False
-        return t.heap_free(ptr, t.new_event("free", caller_pcs(t)))
+        return t.heap_free(ptr, t.new_event("free", caller_pcs(t, _reg("rsp"))))
 
 
 # --- live set-up (from commands, never from a breakpoint) -------------------
