@@ -35,6 +35,7 @@ import gdb  # pylint: disable=import-error
 from . import shadow
 from .decode import PoolHeader, Record
 from .memory import MemoryMissing
+from .registers import REGISTERS
 from .shadow import FREE, HEAP_POOL, IN_USE
 
 POPULATE_FUNCTIONS = ("rte_mempool_populate_default", "rte_mempool_populate_iova",
@@ -74,9 +75,8 @@ SETTINGS = Settings()
 # --- registers, threads, backtraces --------------------------------------
 
 def _reg(name):
-    """A register of the stopped thread's newest frame.  `$reg` builds no gdb.Frame: asking gdb for
-    the newest frame runs every unwinder and costs more than the rest of a breakpoint hit."""
-    return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+    """A register of the thread stopped at this breakpoint (registers.py: one snapshot per stop)."""
+    return REGISTERS[name]
 
 
 def _arg(index):
@@ -542,6 +542,7 @@ class _TrackerBreakpoint(gdb.Breakpoint):
         self.tracker = tracker
 
     def stop(self):
+        REGISTERS.new_stop()
         try:
             return self.on_hit()
         except Exception as e:  # pylint: disable=broad-except
