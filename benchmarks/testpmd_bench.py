@@ -15,7 +15,10 @@ txonly allocates every packet's mbuf from the pool and net_null frees it: one
 get and one put per packet, in bursts of 32, on the forwarding lcore.  The
 rate of a run is the median over its periods of the sum of both ports' Tx-pps
 (the first 2 periods are warm-up); a configuration's rate is the median of its
-runs.  The agent tracks mb_pool_0 with its per-lcore cache off, as always.
+runs.  The agent tracks mb_pool_0 with its per-lcore cache off, as always; the
+run without the agent and with --mbcache=0 shows what the cache alone is worth
+(net_null frees each mbuf with its own put: without the cache, one ring
+operation per packet).
 """
 
 from __future__ import annotations
@@ -43,14 +46,15 @@ EAL = ["--no-huge", "-m", "256", "--no-pci", "-l", "0,1", "--vdev", "net_null0",
 APP = ["--forward-mode=txonly", "--stats-period", "1", "--total-num-mbufs=8192"]
 WARMUP = 2
 
-# name -> (preload?, environment)
+# name -> (preload?, environment, more testpmd arguments)
 CONFIGS = [
-    ("no agent", False, {}),
-    ("agent, no pool tracked", True, {"MPTRACK_POOLS": "none"}),
-    ("agent, tracked, no stacks (depth 0)", True, {"MPTRACK_BT_DEPTH": "0"}),
-    ("agent, tracked, depth 1 (caller)", True, {"MPTRACK_BT_DEPTH": "1"}),
-    ("agent, tracked, depth 8, cfi (default)", True, {}),
-    ("agent, tracked, depth 8, libunwind", True, {"MPTRACK_UNWIND": "libunwind"}),
+    ("no agent", False, {}, []),
+    ("no agent, no per-lcore cache (--mbcache=0)", False, {}, ["--mbcache=0"]),
+    ("agent, no pool tracked", True, {"MPTRACK_POOLS": "none"}, []),
+    ("agent, tracked, no stacks (depth 0)", True, {"MPTRACK_BT_DEPTH": "0"}, []),
+    ("agent, tracked, depth 1 (caller)", True, {"MPTRACK_BT_DEPTH": "1"}, []),
+    ("agent, tracked, depth 8, cfi (default)", True, {}, []),
+    ("agent, tracked, depth 8, libunwind", True, {"MPTRACK_UNWIND": "libunwind"}, []),
 ]
 
 
@@ -65,7 +69,8 @@ def tx_pps(text: str) -> list[int]:
     return periods
 
 
-def run_once(lib: Path, preload: bool, env_extra: dict, seconds: float, n: int) -> float:
+def run_once(lib: Path, preload: bool, env_extra: dict, seconds: float, n: int,
+             args: list[str] | None = None) -> float:
     prefix = f"mpttestpmd{os.getpid()}x{n}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPTRACK_")}
     env.pop("LD_PRELOAD", None)
@@ -74,7 +79,8 @@ def run_once(lib: Path, preload: bool, env_extra: dict, seconds: float, n: int) 
     env.update(env_extra)
     with tempfile.TemporaryFile("w+") as out:
         # stdin: a pipe kept open, so testpmd never reads EOF and stops early
-        proc = subprocess.Popen([TESTPMD] + EAL + ["--file-prefix", prefix, "--"] + APP, env=env,
+        proc = subprocess.Popen([TESTPMD] + EAL + ["--file-prefix", prefix, "--"] + APP
+                                + (args or []), env=env,
                                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
         try:
@@ -104,14 +110,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if shutil.which(TESTPMD) is None:
         raise SystemExit(f"{TESTPMD} is not installed (Debian package dpdk)")
-    rates: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
+    rates: dict[str, list[float]] = {name: [] for name, _, _, _ in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
         lib = agent_build.build(Path(tmp))
         n = 0
         for _ in range(args.repeat):
-            for name, preload, env in CONFIGS:
+            for name, preload, env, more in CONFIGS:
                 n += 1
-                rates[name].append(run_once(lib, preload, env, args.seconds, n))
+                rates[name].append(run_once(lib, preload, env, args.seconds, n, more))
     base = statistics.median(rates[CONFIGS[0][0]])
     when = datetime.date.today().isoformat()
     rows = [(name, statistics.median(r), statistics.median(r) / base) for name, r in rates.items()]
