@@ -35,11 +35,20 @@ class Registers:
 
     def __init__(self):
         self._snapshot = None
+        self._thread = None
         self._ptrace = None
         self._trusted = None  # None: not checked yet; then True or False
 
     def new_stop(self):
         self._snapshot = None
+        self._thread = None
+
+    def thread(self):
+        """The stopped thread's id (LWP), once per stop."""
+        if self._thread is None:
+            ptid = gdb.selected_thread().ptid
+            self._thread = ptid[1] or ptid[2]
+        return self._thread
 
     def __getitem__(self, name):
         if self._snapshot is None:
@@ -74,7 +83,7 @@ class Registers:
             self._ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
             self._ptrace.restype = ctypes.c_long
         regs = _UserRegs()
-        lwp = gdb.selected_thread().ptid[1]
+        lwp = self.thread()
         if not lwp or self._ptrace(PTRACE_GETREGS, lwp, None, ctypes.byref(regs)) != 0:
             return None
         return regs
