@@ -8,8 +8,9 @@
  * times, on the main lcore, ROUNDS rounds of
  *   single: rte_mempool_get + rte_mempool_put of one object;
  *   burst:  rte_mempool_get_bulk + rte_mempool_put_bulk of 32 objects,
- * on each pool in turn, REPEAT times interleaved, so that the tracked and the
- * untracked pool see the same noise from other work on the machine.
+ * on each pool in turn (each first every other time), REPEAT times
+ * interleaved, so that the tracked and the untracked pool see the same noise
+ * from other work on the machine.
  * The get and put sites sit a few calls deep (bench_level1..3), like an
  * application's, so that an unwinder has frames to walk.
  * It prints "single NS", "burst NS", "ref_single NS" and "ref_burst NS": the
@@ -91,10 +92,17 @@ bench_level2(struct rte_mempool *pool, struct rte_mempool *ref, unsigned int rou
 	     struct best *b)
 {
 	for (int r = 0; r < REPEAT; r++) {
-		keep(&b->ref_single, bench_level3(ref, 0, rounds));
-		keep(&b->single, bench_level3(pool, 0, rounds));
-		keep(&b->ref_burst, bench_level3(ref, 1, rounds / BURST * 4));
-		keep(&b->burst, bench_level3(pool, 1, rounds / BURST * 4));
+		/* each pool first every other time: no bias from the order */
+		struct rte_mempool *first = r % 2 ? pool : ref, *second = r % 2 ? ref : pool;
+		double *first_single = r % 2 ? &b->single : &b->ref_single;
+		double *second_single = r % 2 ? &b->ref_single : &b->single;
+		double *first_burst = r % 2 ? &b->burst : &b->ref_burst;
+		double *second_burst = r % 2 ? &b->ref_burst : &b->burst;
+
+		keep(first_single, bench_level3(first, 0, rounds));
+		keep(second_single, bench_level3(second, 0, rounds));
+		keep(first_burst, bench_level3(first, 1, rounds / BURST * 4));
+		keep(second_burst, bench_level3(second, 1, rounds / BURST * 4));
 	}
 }
 
