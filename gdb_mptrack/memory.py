@@ -1,9 +1,11 @@
 """Reading target memory: the interface the decoders use, and core files.
 
 Decoders see a `Memory`: `read(addr, size)` returning bytes and `regions()`
-listing the readable writable ranges where DPDK data can live.  The gdb layer
+listing the readable writable ranges where DPDK data can live; a memory may
+also have `view(addr, size)`, the same bytes without a copy.  The gdb layer
 provides one for a live process; `CoreMemory` here reads an ELF core file
-directly, with pyelftools for the headers and mmap for the bytes.
+directly, with pyelftools for the headers and mmap for the bytes (and views
+of that mmap).
 
 Reading the core ourselves, not through gdb, is deliberate: for a range the
 core does not hold (a shared file mapping such as /var/run/dpdk/PREFIX/config,
@@ -132,20 +134,37 @@ class CoreMemory:
             return self._segments[lo - 1]
         return None
 
-    def read(self, addr, size):
+    def _offset(self, addr, size):
+        """File offset of [addr, addr + size) when one segment holds it all, None when the range runs
+        into the next segment; MemoryMissing when the core does not hold its start."""
         seg = self._segment(addr)
         if seg is None:
             raise MemoryMissing(addr, size, "is not mapped in the core")
         start, end, filesz, offset, _, path = seg
         if addr + size > end:
-            # A read may span adjacent segments (one mapping split by permissions).
-            head = end - addr
-            return self.read(addr, head) + self.read(end, size - head)
+            return None
         if addr + size > start + filesz:
             what = ("is in a segment truncated in the core file" if (start, end) in self.truncated else
                     "was left out of the core (%s)" % ("mapping of " + path if path else "anonymous mapping"))
             raise MemoryMissing(addr, size, what)
-        return self._map[offset + addr - start:offset + addr - start + size]
+        return offset + addr - start
+
+    def read(self, addr, size):
+        where = self._offset(addr, size)
+        if where is None:
+            # A read may span adjacent segments (one mapping split by permissions).
+            head = self._segment(addr)[1] - addr
+            return self.read(addr, head) + self.read(addr + head, size - head)
+        return self._map[where:where + size]
+
+    def view(self, addr, size):
+        """What read(addr, size) returns, without copying: a read-only memoryview of the core's
+        mapping (a copy only when the range spans segments).  Views keep the mapping alive after
+        close(), so a large chunk (a pool's objects) costs no memory of its own."""
+        where = self._offset(addr, size)
+        if where is None:
+            return self.read(addr, size)
+        return memoryview(self._map)[where:where + size]
 
     def regions(self):
         """Every mapping the core describes, present or left out, in address order.
@@ -162,5 +181,8 @@ class CoreMemory:
 
     def close(self):
         if isinstance(self._map, mmap.mmap):
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # views from view() still use it: unmapped when the last one goes
         self._file.close()

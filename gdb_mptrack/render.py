@@ -9,6 +9,7 @@ only when the caller says styling is on.
 import csv
 import io
 import json
+import operator
 
 from tabulate import tabulate
 
@@ -58,14 +59,16 @@ def object_keys(pktmbuf):
 
 def object_records(pool, rows):
     """JSON-ready dicts for (index, addr, state, where) rows, with mbuf fields for mbuf pools."""
+    if not pool.pktmbuf:  # one comprehension: a dump may hold millions of rows
+        return [{"addr": "0x%x" % addr, "index": index, "state": state, "where": where}
+                for index, addr, state, where in rows]
     records = []
     for index, addr, state, where in rows:
         record = {"addr": hexaddr(addr), "index": index, "state": state, "where": where}
-        if pool.pktmbuf:
-            mbuf = pool.mbuf(addr)
-            for key in MBUF_FIELDS:
-                record[key] = mbuf[key]
-            record["next"] = hexaddr(mbuf["next"])
+        mbuf = pool.mbuf(addr)
+        for key in MBUF_FIELDS:
+            record[key] = mbuf[key]
+        record["next"] = hexaddr(mbuf["next"])
         records.append(record)
     return records
 
@@ -84,8 +87,8 @@ def to_csv(records, keys):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(keys)
-    for r in records:
-        writer.writerow(["" if r[k] is None else r[k] for k in keys])
+    # The csv module writes None as an empty field; the rows are made and written in C.
+    writer.writerows(map(operator.itemgetter(*keys), records) if len(keys) > 1 else ([r[keys[0]]] for r in records))
     return out.getvalue()
 
 

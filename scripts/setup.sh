@@ -21,6 +21,7 @@ PACKAGES=(
 	python3-pygments
 	python3-pyelftools
 	python3-tabulate
+	python3-numpy # bulk walks and classification of large pools
 	python3-pytest
 	python3-pytest-xdist
 	libunwind8 # the preload agent's unwinder (dlopen'ed; glibc backtrace() is the slow fallback)

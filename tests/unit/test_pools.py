@@ -1,9 +1,10 @@
 """pools.Pool: counts, object states, contains(), drivers, mbufs, and corrupt pools."""
 
+import numpy as np
 import pytest
 
 from gdb_mptrack.decode import decode_mbuf
-from gdb_mptrack.pools import FREE, IN_USE, UNKNOWN, Pool, PoolError, read_ops_names
+from gdb_mptrack.pools import FREE, GUESSES, IN_USE, UNKNOWN, Pool, PoolError, read_ops_names
 
 from mptrack_fakes import MASK32, OPS, OPS_TABLE_ADDR, PoolImage, put, write_ops_table
 
@@ -444,3 +445,273 @@ def test_anomalies_are_not_repeated_when_states_is_asked_again(image):
     assert len(notes) == 2, notes
     assert pool.states() == first
     assert pool.anomalies == notes
+
+
+# --- bulk walk and classification (numpy): layouts with gaps, chunks, corruption ---------------
+
+def reference_objects(mem, layout, img, first, limit):
+    """The element list walked one element at a time, the plain way: stops where the list leaves the
+    chunks, names another pool or comes back to an element already listed."""
+    objhdr = layout["rte_mempool_objhdr"]
+    chunks = Pool(mem, layout, img.addr, list(img.ops_names)).chunk_ranges()
+    objects, seen, node = [], set(), first
+    while node and len(objects) < limit:
+        if not any(s <= node and node + objhdr.size <= s + n for s, n in chunks):
+            break
+        if mem.u64(node + objhdr.offset("mp")) != img.addr:
+            break
+        obj = node + objhdr.size
+        if obj in seen:
+            break
+        seen.add(obj)
+        objects.append(obj)
+        node = mem.u64(node + objhdr.offset("next"))
+    return objects
+
+
+def reference_states(objects, sources, counts_known=True):
+    """(index, addr, state, where) from the objects and [(where, free entries)] in store order."""
+    places = {}
+    for where, objs in sources:
+        for obj in objs:
+            places.setdefault(obj, where)
+    default = IN_USE if counts_known else UNKNOWN
+    return [(i, obj, FREE if obj in places else default, places.get(obj)) for i, obj in enumerate(objects)]
+
+
+def gapped(mem, layout, run=3, gap=1, periods=200, order=None, **kwargs):
+    """A pool whose elements sit in runs of `run` slots with `gap` unused slots after each run (DPDK
+    skipping page boundaries); `order` lists the used slots in element-list order (default: address
+    order).  Returns (image, [header of each element in list order])."""
+    slots = periods * (run + gap)
+    img = PoolImage(mem, layout, BASE, n=slots, **kwargs)
+    used = order if order is not None else [i for i in range(slots) if i % (run + gap) < run]
+    relink(img, [img.hdrs[i] for i in used])
+    return img, [img.hdrs[i] for i in used]
+
+
+def relink(img, hdrs):
+    """Make hdrs the element list, in that order (size and populated_size follow)."""
+    for i, hdr in enumerate(hdrs):
+        put(img.mem, img.layout, "rte_mempool_objhdr", hdr, next=hdrs[i + 1] if i + 1 < len(hdrs) else 0)
+    img.header(elt_list=(hdrs[0], hdrs[-1]), size=len(hdrs), populated_size=len(hdrs))
+
+
+def obj_of(layout, hdr):
+    return hdr + layout["rte_mempool_objhdr"].size
+
+
+@pytest.mark.parametrize("run,gap", [(1, 0), (3, 1), (31, 1), (5, 11)])
+def test_bulk_walk_of_layouts_with_gaps(mem, layout, run, gap):
+    img, hdrs = gapped(mem, layout, run=run, gap=gap, periods=max(8, 600 // run))
+    pool = img.pool()
+    objects = [obj_of(layout, h) for h in hdrs]
+    assert pool.load_objects() == objects
+    assert pool.objects == objects and pool.object_array().dtype == np.uint64
+    assert pool.anomalies == []
+    assert pool._blocks, "the layout was not walked in bulk"
+    assert sum(b[5] for b in pool._blocks) >= len(objects) - run - 1
+
+
+@pytest.mark.parametrize("at", [0, 1, 2, 3, 149, 150, 151, 598])
+def test_bulk_walk_cut_by_a_header_of_another_pool(mem, layout, at):
+    img, hdrs = gapped(mem, layout)
+    put(mem, layout, "rte_mempool_objhdr", hdrs[at], mp=0x7f00dead0000)
+    pool = img.pool()
+    assert pool.load_objects() == [obj_of(layout, h) for h in hdrs[:at]]
+    assert any("index %d (0x%x) names another pool" % (at, hdrs[at]) in a for a in pool.anomalies), pool.anomalies
+
+
+@pytest.mark.parametrize("at,to", [(100, 120), (0, 5), (597, 599), (300, 2), (250, 250), (401, 7)])
+def test_bulk_walk_follows_a_link_the_layout_does_not_predict(mem, layout, at, to):
+    img, hdrs = gapped(mem, layout)
+    put(mem, layout, "rte_mempool_objhdr", hdrs[at], next=hdrs[to])
+    pool = img.pool()
+    want = reference_objects(mem, layout, img, hdrs[0], len(hdrs))
+    assert pool.load_objects() == want
+    if to <= at:
+        assert any("loops back at index %d" % (at + 1) in a for a in pool.anomalies), pool.anomalies
+    else:
+        assert any("%d objects listed, populated_size says %d" % (len(want), len(hdrs)) in a
+                   for a in pool.anomalies), pool.anomalies
+
+
+def test_bulk_walk_never_reads_past_the_chunk(mem, layout):
+    img, hdrs = gapped(mem, layout, run=4, gap=1, periods=50)
+    cut = hdrs[-1] + layout["rte_mempool_objhdr"].size - 8  # the last header's last word is outside
+    put(mem, layout, "rte_mempool_memhdr", img.memhdr, len=cut - img.chunk)
+    pool = img.pool()
+    objects = pool.load_objects()
+    assert objects == [obj_of(layout, h) for h in hdrs[:-1]]
+    assert any("leaves the pool's memory at index %d" % (len(hdrs) - 1) in a for a in pool.anomalies)
+
+
+def test_bulk_walk_across_two_chunks_listed_out_of_address_order(mem, layout):
+    img, hdrs = gapped(mem, layout, run=3, gap=1, periods=100)
+    split = img.chunk + 200 * img.total_elt_size  # slot 200's element starts the second chunk
+    second = 0x7e0000200000
+    mem.add(second, 4096)
+    put(mem, layout, "rte_mempool_memhdr", img.memhdr, next=second, addr=img.chunk, len=split - img.chunk)
+    put(mem, layout, "rte_mempool_memhdr", second, next=0, mp=img.addr, addr=split,
+        len=img.chunk + img.chunk_len - split)
+    img.header(nb_mem_chunks=2)
+    high = [h for h in hdrs if h >= split]
+    low = [h for h in hdrs if h < split]
+    relink(img, high + low)
+    img.ring_put([obj_of(layout, h) for h in (low[0], high[0], low[-1], high[-1])])
+    pool = img.pool()
+    objects = [obj_of(layout, h) for h in high + low]
+    assert pool.load_objects() == objects
+    assert pool.anomalies == []
+    assert len(pool.chunk_ranges()) == 2
+    free = {objects.index(obj_of(layout, h)) for h in (low[0], high[0], low[-1], high[-1])}
+    assert {i for i, _, state, _ in pool.states() if state == FREE} == free
+    assert pool.contains(obj_of(layout, low[0]) + 3) == (len(high), obj_of(layout, low[0]))
+
+
+def test_classification_of_a_layout_with_gaps(mem, layout):
+    img, hdrs = gapped(mem, layout, run=7, gap=2, periods=90, cache_size=8)
+    objects = [obj_of(layout, h) for h in hdrs]
+    ring = objects[5:400:3] + [objects[-1], objects[0]]
+    img.ring_put(ring)
+    img.cache_put(0, objects[401:405])
+    img.cache_put(9, [objects[600]])
+    pool = img.pool()
+    c = pool.classify()
+    assert c.names == ("ring", "lcore 0 cache", "lcore 9 cache")
+    assert int(c.in_use.sum()) == len(objects) - len(ring) - 5 == pool.in_use
+    assert pool.states() == reference_states(objects, [("ring", ring), ("lcore 0 cache", objects[401:405]),
+                                                       ("lcore 9 cache", [objects[600]])])
+    assert pool.free_places()[objects[600]] == "lcore 9 cache"
+    assert pool.anomalies == []
+
+
+def test_free_entries_in_the_gaps_of_a_layout_are_no_objects(mem, layout):
+    img, hdrs = gapped(mem, layout, run=3, gap=1, periods=100, cache_size=4)
+    objects = [obj_of(layout, h) for h in hdrs]
+    gap_obj = img.objects[3]  # the slot after the first run: inside the chunk, on the stride, in no list
+    strays = [gap_obj, objects[10] + 8, objects[0] - img.total_elt_size, 8, (1 << 64) - 8, 1 << 63, gap_obj]
+    img.ring_put([objects[1]] + strays)
+    pool = img.pool()
+    free = [row for row in pool.states() if row[2] == FREE]
+    assert free == [(1, objects[1], FREE, "ring")]
+    assert any("6 free entries are no object of this pool (first 0x8)" in a for a in pool.anomalies), pool.anomalies
+    assert any("0x%x is free twice (ring and ring)" % gap_obj in a for a in pool.anomalies), pool.anomalies
+
+
+def test_free_twice_in_a_layout_keeps_the_first_place(mem, layout):
+    img, hdrs = gapped(mem, layout, run=3, gap=1, periods=100, cache_size=4)
+    objects = [obj_of(layout, h) for h in hdrs]
+    img.ring_put([objects[7], objects[8], objects[7]])
+    img.cache_put(1, [objects[8], objects[9]])
+    img.cache_put(2, [objects[9]])
+    pool = img.pool()
+    assert {i: w for i, _, s, w in pool.states() if s == FREE} == {7: "ring", 8: "ring", 9: "lcore 1 cache"}
+    notes = [a for a in pool.anomalies if "free twice" in a]
+    assert notes == ["0x%x is free twice (ring and ring): the pool is corrupt" % objects[7],
+                     "0x%x is free twice (ring and lcore 1 cache): the pool is corrupt" % objects[8],
+                     "0x%x is free twice (lcore 1 cache and lcore 2 cache): the pool is corrupt" % objects[9]]
+
+
+def test_many_short_layouts_are_classified_through_the_sorted_search(mem, layout):
+    """Groups of 20 elements in address order, the groups shuffled: many bulk blocks, more than
+    the arithmetic tries, so free entries are placed by a search in the sorted objects."""
+    import random
+    rng = random.Random(7)
+    groups = [list(range(g * 20, g * 20 + 20)) for g in range(120)]
+    rng.shuffle(groups)
+    order = [i for g in groups for i in g]
+    img, hdrs = gapped(mem, layout, run=1, gap=0, periods=2400, order=order, cache_size=4)
+    objects = [obj_of(layout, h) for h in hdrs]
+    ring = rng.sample(objects, 700) + [objects[0] + 16]
+    img.ring_put(ring)
+    img.cache_put(3, objects[-3:])
+    pool = img.pool()
+    assert pool.load_objects() == objects
+    assert len(pool._blocks) > GUESSES
+    assert pool.states() == reference_states(objects, [("ring", ring), ("lcore 3 cache", objects[-3:])])
+    assert any("1 free entries are no object" in a for a in pool.anomalies), pool.anomalies
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_corruption_matches_a_plain_walk(mem, layout, seed):
+    import random
+    rng = random.Random(seed)
+    run, gap = rng.choice([(1, 0), (2, 1), (4, 1), (16, 3)])
+    img, hdrs = gapped(mem, layout, run=run, gap=gap, periods=max(10, 400 // run), cache_size=4)
+    for _ in range(rng.randrange(4)):
+        at = rng.randrange(len(hdrs))
+        kind = rng.randrange(4)
+        if kind == 0:
+            put(mem, layout, "rte_mempool_objhdr", hdrs[at], mp=img.addr + 64)
+        elif kind == 1:
+            put(mem, layout, "rte_mempool_objhdr", hdrs[at], next=rng.choice(hdrs))
+        elif kind == 2:
+            put(mem, layout, "rte_mempool_objhdr", hdrs[at], next=rng.choice(img.hdrs) + rng.choice((0, 0, 8, 24)))
+        else:
+            put(mem, layout, "rte_mempool_objhdr", hdrs[at], next=0)
+    every = [obj_of(layout, h) for h in hdrs]
+    ring = rng.sample(every, len(every) // 3) + rng.sample(every, 2)
+    cache = rng.sample(every, 3)
+    img.ring_put(ring)
+    img.cache_put(2, cache)
+    pool = img.pool()
+    want = reference_objects(mem, layout, img, hdrs[0], len(hdrs))
+    assert pool.load_objects() == want
+    assert pool.states() == reference_states(want, [("ring", ring), ("lcore 2 cache", cache)])
+    strays = {obj for obj in ring + cache if obj not in set(want)}
+    assert any(("%d free entries are no object" % len(strays)) in a for a in pool.anomalies) == bool(strays)
+
+
+def test_pool_read_from_a_core_through_views(mem, layout, tmp_path):
+    """The same pool read from an ELF core (CoreMemory.view: the chunk, the ring) as from the fake."""
+    from gdb_mptrack.memory import CoreMemory
+    from test_memory import PF_R, PF_W, build_elf
+
+    img, hdrs = gapped(mem, layout, run=5, gap=1, periods=100, cache_size=4)
+    objects = [obj_of(layout, h) for h in hdrs]
+    img.ring_put(objects[10:300:7], tail=(1 << 32) - 9)
+    img.cache_put(4, objects[-2:])
+    segments = [(r.start, r.end - r.start, PF_R | PF_W, mem.read(r.start, r.end - r.start)) for r in mem.regions()]
+    path = tmp_path / "core"
+    path.write_bytes(build_elf(segments))
+    core = CoreMemory(str(path))
+    try:
+        assert isinstance(core.view(img.chunk, 64), memoryview)
+        assert core.view(img.chunk, 64) == core.read(img.chunk, 64)
+        pool = Pool(core, layout, img.addr, list(img.ops_names))
+        assert pool.load_objects() == objects
+        assert pool.states() == img.pool().states()
+        assert pool.object_bytes(objects[3], 4) == b"\xa5" * 4
+    finally:
+        core.close()  # views still held by the pool: the mapping goes with them, no error
+    assert pool.states()[3][1] == objects[3]
+
+
+@pytest.mark.parametrize("run,gap,first", [(300, 2, 0), (300, 2, 120), (5, 1, 2), (21, 3, 20), (40, 1, 39)])
+def test_bulk_walk_learns_long_runs_and_lists_starting_inside_a_run(mem, layout, run, gap, first):
+    """Hugepage-like runs (hundreds of objects), and a list whose first run is cut short: a few
+    single steps at most, then one layout for the rest."""
+    periods = max(6, 1200 // run)
+    slots = periods * (run + gap)
+    order = [i for i in range(first, slots) if i % (run + gap) < run]
+    img, hdrs = gapped(mem, layout, run=run, gap=gap, periods=periods, order=order)
+    pool = img.pool()
+    assert pool.load_objects() == [obj_of(layout, h) for h in hdrs]
+    assert pool.anomalies == []
+    singles = sum(len(objs) for _, objs in pool._singles)
+    assert singles <= 2 * run + 1, (singles, pool._blocks)
+    assert len(pool._blocks) <= 3, pool._blocks
+
+
+def test_bulk_walk_of_a_list_in_no_order(mem, layout):
+    import random
+    order = list(range(500))
+    random.Random(3).shuffle(order)
+    img, hdrs = gapped(mem, layout, run=1, gap=0, periods=500, order=order, cache_size=4)
+    objects = [obj_of(layout, h) for h in hdrs]
+    img.ring_put(objects[::7])
+    pool = img.pool()
+    assert pool.load_objects() == objects
+    assert pool.states() == reference_states(objects, [("ring", objects[::7])])
+    assert pool.anomalies == []
