@@ -331,7 +331,7 @@ config_init(void)
 	cfg.unwind_verify = (int)env_ulong("MPTRACK_UNWIND_VERIFY", NULL, 0, 1);
 	if (cfg.unwinder == UNW_CFI &&
 	    mpt_unwind_init(env_ulong("MPTRACK_UNWIND_RULES", NULL, 1u << 16, 1u << 24),
-			    cfg.depth) != 0) {
+			    cfg.depth, cfg.unwind_verify) != 0) {
 		say("mptrack-agent: cannot map the unwinder's rule table: using libunwind\n");
 		cfg.unwinder = UNW_LIBUNWIND;
 	}
@@ -589,7 +589,7 @@ capture_with(enum unwinder u, void *ra, uint64_t *out)
 	return (unsigned int)n;
 }
 
-static uint64_t unwind_fallbacks;       /* cfi walks done by the fallback */
+static uint64_t unwind_fallbacks;       /* cfi walks done by the fallback (verify mode only) */
 
 /*
  * The stack of the event whose first frame is ra: frames innermost first, at
@@ -611,7 +611,8 @@ capture(void *ra, uint64_t *out, int full)
 			mpt_unwind_memo_store(0);  /* not interned here: forget the walk */
 			return (unsigned int)n;
 		}
-		A_ADD(&unwind_fallbacks, 1);
+		if (UNLIKELY(cfg.unwind_verify))
+			A_ADD(&unwind_fallbacks, 1);
 		return capture_with(cfg.fallback, ra, out);
 	}
 	return capture_with(cfg.unwinder, ra, out);
@@ -697,7 +698,8 @@ event_stack(void *ra, int nested)
 				unwind_verify(ra, id);
 			return id;
 		}
-		A_ADD(&unwind_fallbacks, 1);
+		if (UNLIKELY(cfg.unwind_verify))
+			A_ADD(&unwind_fallbacks, 1);
 		n = capture_with(cfg.fallback, ra, f);
 		return stack_intern(f, n);
 	}

@@ -107,6 +107,7 @@ struct rule_slot {
 static struct rule_slot *rules;
 static uint64_t rules_mask;
 static unsigned int memo_depth;
+static int counting;            /* stats.walks: a shared counter, for tests only */
 static struct mpt_unwind_stats stats;
 static pthread_key_t memo_key;
 
@@ -743,7 +744,7 @@ thread_state(void)
 /* ------------------------------------------------------------------- walk */
 
 int
-mpt_unwind_init(unsigned long capacity, unsigned int depth)
+mpt_unwind_init(unsigned long capacity, unsigned int depth, int count)
 {
 	unsigned long cap = 1024;
 
@@ -756,6 +757,7 @@ mpt_unwind_init(unsigned long capacity, unsigned int depth)
 		return -1;
 	}
 	rules_mask = cap - 1;
+	counting = count;
 	memo_depth = depth <= MEMO_MAX_DEPTH ? depth : 0;
 	if (pthread_key_create(&memo_key, thread_gone) != 0)
 		memo_depth = 0;
@@ -802,7 +804,8 @@ walk(struct thread_state *t, struct memo *m, uintptr_t pc, uintptr_t sp, uintptr
 #define READ(a, v, u) do { if (m != NULL) { reads[nreads].addr = (a); reads[nreads].val = (v); \
 				reads[nreads].used = (u); } nreads++; } while (0)
 
-	__atomic_fetch_add(&stats.walks, 1, __ATOMIC_RELAXED);
+	if (UNLIKELY(counting))
+		__atomic_fetch_add(&stats.walks, 1, __ATOMIC_RELAXED);
 	for (;;) {
 		uint64_t rule;
 		uintptr_t cfa, at;

@@ -19,8 +19,10 @@
 #include <stdint.h>
 
 /* Set up: a rule table of about `rules` entries (a power of two is used),
- * walks memoised per thread for depth <= 16.  0 on success. */
-int mpt_unwind_init(unsigned long rules, unsigned int depth);
+ * walks memoised per thread for depth <= 16; count fresh walks in the stats
+ * when counting (a counter shared by all threads: for tests only).  0 on
+ * success. */
+int mpt_unwind_init(unsigned long rules, unsigned int depth, int counting);
 
 /*
  * The stack of the program frame that called into the agent, whose return
@@ -46,7 +48,7 @@ struct mpt_unwind_stats {
 	uint64_t rules_bpderef; /* of which CFA = *(rbp + k) (stack realignment) */
 	uint64_t rules_unsupported;
 	uint64_t rules_dropped; /* table full: computed each time */
-	uint64_t walks;         /* fresh walks */
+	uint64_t walks;         /* fresh walks (when counting) */
 	uint64_t memo_hits;     /* only counted when verbose counters are on */
 };
 void mpt_unwind_stats(struct mpt_unwind_stats *out);
