@@ -18,9 +18,7 @@ the pool as in use (origin unknown) except the free ones listed.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 from . import agent
@@ -33,32 +31,9 @@ POOLS_FIELD = 256                         # char pools[256]
 REQUEST_HEADER = struct.Struct("<IIQQ%ds" % POOLS_FIELD)
 
 
-def build_command(output: Path) -> list[str]:
-    """The preload build's command line with the attach build's flags after the compiler."""
-    cmd = agent.build_command(output)
-    return cmd[:1] + ATTACH_CFLAGS + cmd[1:]
-
-
 def build(directory: Path | None = None, force: bool = False) -> Path:
     """Build the attach variant into ``directory`` (default: the agent's cache) unless up to date."""
-    directory = Path(directory) if directory else agent.cache_dir()
-    target = directory / f"{agent.LIBRARY}-attach-{agent.build_key()}.so"
-    if target.exists() and not force:
-        return target
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise agent.BuildError(f"cannot create {directory}: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{agent.LIBRARY}-attach-", suffix=".so", dir=directory)
-    os.close(fd)
-    try:
-        agent._run(build_command(Path(tmp)))  # pylint: disable=protected-access
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return agent.build(directory, force, variant="attach", extra_cflags=ATTACH_CFLAGS)
 
 
 def attach_path() -> Path:

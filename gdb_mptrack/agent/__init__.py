@@ -65,10 +65,10 @@ def cache_dir() -> Path:
     return Path(xdg) / "gdb-mptrack"
 
 
-def build_command(output: Path, cc: str | None = None) -> list[str]:
+def build_command(output: Path, cc: str | None = None, extra_cflags: list[str] = ()) -> list[str]:
     cflags, libs, _ = dpdk_flags()
     cc = cc or os.environ.get("CC", "cc")
-    return ([cc] + CFLAGS + cflags + [str(AGENT_DIR / name) for name in C_SOURCES]
+    return ([cc] + list(extra_cflags) + CFLAGS + cflags + [str(AGENT_DIR / name) for name in C_SOURCES]
             + ["-o", str(output)] + libs + LIBS)
 
 
@@ -85,20 +85,23 @@ def build_key(cc: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def build(directory: Path | None = None, force: bool = False) -> Path:
-    """Build the agent into ``directory`` (default: the cache) unless up to date."""
+def build(directory: Path | None = None, force: bool = False, variant: str = "",
+          extra_cflags: list[str] = ()) -> Path:
+    """Build the agent (or a named variant compiled with extra_cflags) into ``directory``
+    (default: the cache) unless up to date; the file name carries the variant and the build key."""
     directory = Path(directory) if directory else cache_dir()
-    target = directory / f"{LIBRARY}-{build_key()}.so"
+    name = f"{LIBRARY}-{variant}-" if variant else f"{LIBRARY}-"
+    target = directory / f"{name}{build_key()}.so"
     if target.exists() and not force:
         return target
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(f"cannot create {directory}: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY}-", suffix=".so", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}", suffix=".so", dir=directory)
     os.close(fd)
     try:
-        _run(build_command(Path(tmp)))
+        _run(build_command(Path(tmp), extra_cflags=extra_cflags))
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     finally:
