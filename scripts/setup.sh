@@ -70,16 +70,16 @@ check_failed() {
 	failed=1
 }
 
-if ! out=$(/usr/bin/python3 -c 'import pygments, elftools, tabulate, pytest' 2>&1); then
-	check_failed "/usr/bin/python3 cannot import pygments, elftools, tabulate, pytest: $out"
+if ! out=$(/usr/bin/python3 -c 'import pygments, elftools, tabulate, numpy, pytest' 2>&1); then
+	check_failed "/usr/bin/python3 cannot import pygments, elftools, tabulate, numpy, pytest: $out"
 fi
 
 # gdb -batch does not always exit non-zero on a Python error: look for the marker.
 gdb_out=$(gdb -nx -batch \
-	-ex 'python import sys, pygments, elftools, tabulate; print("mptrack-setup-ok", sys.version.split()[0])' \
+	-ex 'python import sys, pygments, elftools, tabulate, numpy; print("mptrack-setup-ok", sys.version.split()[0])' \
 	2>&1 || true)
 if ! grep -q '^mptrack-setup-ok' <<<"$gdb_out"; then
-	check_failed "gdb's Python cannot import pygments, elftools, tabulate: $gdb_out"
+	check_failed "gdb's Python cannot import pygments, elftools, tabulate, numpy: $gdb_out"
 fi
 gdb_python=$(sed -n 's/^mptrack-setup-ok //p' <<<"$gdb_out")
 
