@@ -51,11 +51,12 @@ class Registers:
         return self._thread
 
     def __getitem__(self, name):
-        if self._snapshot is None:
-            self._snapshot = self._take()
-        value = self._snapshot.get(name)
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = self._take()
+        value = snapshot.get(name)
         if value is None:
-            value = self._snapshot[name] = _from_gdb(name)
+            value = snapshot[name] = _from_gdb(name)
         return value
 
     def _take(self):

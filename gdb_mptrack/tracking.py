@@ -75,17 +75,15 @@ SETTINGS = Settings()
 
 # --- registers, threads, backtraces --------------------------------------
 
-def _reg(name):
-    """A register of the thread stopped at this breakpoint (registers.py: one snapshot per stop)."""
-    return REGISTERS[name]
+#: A register of the thread stopped at this breakpoint (registers.py: one snapshot per stop).
+_reg = REGISTERS.__getitem__
 
 
 def _arg(index):
-    return _reg(ARG_REGISTERS[index])
+    return REGISTERS[ARG_REGISTERS[index]]
 
 
-def _thread_id():
-    return REGISTERS.thread()
+_thread_id = REGISTERS.thread
 
 
 class Symbolizer:
