@@ -58,7 +58,6 @@ import csv
 import gc
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -68,6 +67,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench_machine  # benchmarks/bench_machine.py, beside this file
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -215,35 +216,7 @@ def measure_in_gdb(program, core, counts, args, workdir):
 
 
 def machine():
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram_kb = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                ram_kb = int(line.split()[1])
-    nproc = run(["nproc"]).stdout.strip()
-    gdb_version = run(["gdb", "--version"]).stdout.splitlines()[0].strip()
-    dpdk = run(["pkg-config", "--modversion", "libdpdk"]).stdout.strip()
-    commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip() or "unknown"
-    dirty = run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--",
-                 "gdb_mptrack", "gdbinit.py"]).stdout.strip()
-    return {
-        "date": run(["date", "-u", "+%Y-%m-%d %H:%M UTC"]).stdout.strip(),
-        "day": run(["date", "-u", "+%Y-%m-%d"]).stdout.strip(),
-        "nproc": nproc,
-        "cpu": cpu,
-        "ram": "%.1f GiB" % (ram_kb / (1 << 20)),
-        "kernel": platform.release(),
-        "gdb": gdb_version,
-        "python": platform.python_version(),
-        "dpdk": dpdk,
-        "commit": commit + (" with uncommitted changes to tracked files of gdb_mptrack/" if dirty else ""),
-    }
+    return bench_machine.machine(REPO)
 
 
 CLOCKS = ("wall", "cpu")  # time.perf_counter(), time.process_time() of the gdb process

@@ -91,7 +91,6 @@ Steps:
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -100,6 +99,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench_machine  # benchmarks/bench_machine.py, beside this file
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -473,31 +474,7 @@ def figures(out, args):
 
 
 def machine():
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram_kb = 0
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                ram_kb = int(line.split()[1])
-    commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip() or "unknown"
-    dirty = run(["git", "-C", str(REPO), "status", "--porcelain", "--", "gdb_mptrack", "gdbinit.py"]).stdout.strip()
-    return {
-        "date": run(["date", "-u", "+%Y-%m-%d %H:%M UTC"]).stdout.strip(),
-        "day": run(["date", "-u", "+%Y-%m-%d"]).stdout.strip(),
-        "nproc": run(["nproc"]).stdout.strip(),
-        "cpu": cpu,
-        "ram": "%.1f GiB" % (ram_kb / (1 << 20)),
-        "kernel": platform.release(),
-        "gdb": run(["gdb", "--version"]).stdout.splitlines()[0].strip(),
-        "python": platform.python_version(),
-        "dpdk": run(["pkg-config", "--modversion", "libdpdk"]).stdout.strip(),
-        "commit": commit + (" with uncommitted changes to gdb_mptrack/" if dirty else ""),
-    }
+    return bench_machine.machine(REPO)
 
 
 def _n(value):
