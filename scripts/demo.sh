@@ -97,5 +97,25 @@ gdb "${gdb_args[@]}" </dev/null || status=$?
 if [ "$have_mptrack" -eq 0 ]; then
 	echo
 	echo "demo: gdbinit.py is missing, so only the build and the run to the breakpoint were shown."
+	exit "$status"
 fi
+
+# Part two: catch a double free in the act, with tests/programs/track_faults.c (mode dup-free:
+# alloc_site_a() takes an object, free_site_b() puts it back, free_site_c() puts it back again).
+echo
+echo "==== 9. Catching a duplicate free: mptrack track, then run ===="
+faults_prefix="demo-faults-$$"
+# shellcheck disable=SC2046 # pkg-config prints several words on purpose
+cc -g -O1 -rdynamic $(pkg-config --cflags libdpdk) tests/programs/track_faults.c -o build/track_faults \
+	$(pkg-config --libs libdpdk)
+echo "  gdb -x gdbinit.py -ex 'mptrack track faults' -ex run -ex bt --args build/track_faults ... --mode dup-free"
+# shellcheck disable=SC2054 # the comma in "-l 0,1" is DPDK's lcore list
+gdb -nx -batch -x gdbinit.py -ex 'set pagination off' \
+	-ex 'mptrack track faults' -ex run \
+	-ex 'echo \n==== 10. The program stopped at the second free; its own frames: ====\n' -ex 'bt 8' \
+	-ex 'echo \n==== 11. mptrack status, then continue: the fault is recorded, not repaired ====\n' \
+	-ex 'mptrack status' -ex continue \
+	--args build/track_faults --no-huge -m 64 --no-pci -l 0,1 --file-prefix "$faults_prefix" \
+	-- --truth build/track_faults-truth.json --mode dup-free </dev/null 2>&1 || status=$?
+rm -rf "/var/run/dpdk/$faults_prefix"
 exit "$status"
