@@ -17,7 +17,7 @@ import gdb  # pylint: disable=import-error
 
 from . import layouts
 from .discovery import find_pools
-from .layout import REQUIRED_FIELDS, LayoutError, Struct, flatten_fields
+from .layout import REQUIRED_FIELDS, LayoutError, Struct, flatten_fields, format_version
 from .memory import COREDUMP_FILTER_HINT, CoreError, CoreMemory, MemoryMissing, parse_proc_maps
 from .pools import Pool, PoolError, read_ops_names
 
@@ -207,7 +207,7 @@ def dpdk_version(inferior):
         if code[0] != 0xB8 or code[5] != 0xC3:
             return None
         parts.append(int.from_bytes(code[1:5], "little"))
-    return "%d.%02d.%d" % tuple(parts)
+    return format_version(*parts)
 
 
 def target_layout_from_dwarf():
