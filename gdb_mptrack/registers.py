@@ -66,7 +66,7 @@ class Registers:
         if regs is None:
             self._trusted = False
             return {}
-        snapshot = {name: getattr(regs, name) for name in CHECKED}
+        snapshot = {"rdi": regs.rdi, "rsi": regs.rsi, "rdx": regs.rdx, "rsp": regs.rsp, "rax": regs.rax}
         if self._trusted is None:
             self._trusted = all(snapshot[name] == _from_gdb(name) for name in CHECKED)
             if not self._trusted:
@@ -83,11 +83,12 @@ class Registers:
             self._ptrace = libc.ptrace
             self._ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
             self._ptrace.restype = ctypes.c_long
-        regs = _UserRegs()
+            self._regs = _UserRegs()
+            self._regs_ref = ctypes.byref(self._regs)
         lwp = self.thread()
-        if not lwp or self._ptrace(PTRACE_GETREGS, lwp, None, ctypes.byref(regs)) != 0:
+        if not lwp or self._ptrace(PTRACE_GETREGS, lwp, None, self._regs_ref) != 0:
             return None
-        return regs
+        return self._regs
 
 
 def _from_gdb(name):

@@ -183,22 +183,23 @@ class StackUnwinder:
 
     def backtrace(self, read, sp, depth):
         """PCs from the caller of the function entered at sp, or None when a PC is not known yet."""
+        sizes, unpack, end = self.sizes, struct.unpack_from, self.END
         stack = b""
         pcs = []
         rsp = sp + 8
         slot = 0
-        while len(pcs) < depth:
+        for _ in range(depth):
             while slot + 8 > len(stack):  # read on as needed: the stack's top may be near
                 try:
                     stack += read(sp + len(stack), self.WINDOW)
                 except MemoryMissing:
                     return None
-            pc = struct.unpack_from("<Q", stack, slot)[0]
+            pc = unpack("<Q", stack, slot)[0]
             pcs.append(pc)
-            size = self.sizes.get(pc)
+            size = sizes.get(pc)
             if size is None:
                 return None
-            if size == self.END:
+            if size == end:
                 break
             rsp += size
             slot = rsp - 8 - sp
