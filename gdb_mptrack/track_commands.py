@@ -6,6 +6,7 @@ one backtrace per group, frames symbolized once per distinct PC.
 """
 
 import fnmatch
+import os
 
 import gdb  # pylint: disable=import-error
 
@@ -184,8 +185,9 @@ def current_shadows(required=True):
         if s.derived["agent"] is not None:
             return "agent", s.derived["agent"]
     if required:
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         raise UserError("nothing is tracked: use 'mptrack track ...', or run the program with the preload "
-                        "agent (LD_PRELOAD=$(python3 -m gdb_mptrack preload-path))")
+                        "agent (LD_PRELOAD=$(cd %s && python3 -m gdb_mptrack preload-path))" % checkout)
     return None, None
 
 
