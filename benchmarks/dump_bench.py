@@ -68,7 +68,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_machine  # benchmarks/bench_machine.py, beside this file
+import bench_common  # benchmarks/bench_common.py, beside this file
+from bench_common import BenchError, gdb_env, run
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -87,10 +88,6 @@ SECTION_START = "<!-- dump_bench run: %s -->"
 SECTION_END = "<!-- /dump_bench run -->"
 
 
-class BenchError(Exception):
-    """The benchmark could not run, or the tool gave a wrong answer."""
-
-
 def log(text):
     print("dump_bench: " + text, flush=True)
 
@@ -98,31 +95,8 @@ def log(text):
 # =========================================================================== outside gdb
 
 
-def run(cmd, timeout=None, **kwargs):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
-    except FileNotFoundError:
-        raise BenchError("%s is not installed" % cmd[0]) from None
-    except subprocess.TimeoutExpired:
-        raise BenchError("%s took more than %d s" % (" ".join(map(str, cmd)), timeout)) from None
-
-
-def pkg_config(what):
-    res = run(["pkg-config", what, "libdpdk"])
-    if res.returncode != 0:
-        raise BenchError("pkg-config %s libdpdk failed: %s (install libdpdk-dev)" % (what, res.stderr.strip()))
-    return res.stdout.split()
-
-
 def build(workdir):
-    program = workdir / "bigpool"
-    cmd = (["cc", "-g", "-O1", "-rdynamic", "-Wall"] + pkg_config("--cflags") + [str(SOURCE), "-o", str(program)]
-           + pkg_config("--libs"))
-    log("building: " + " ".join(cmd))
-    res = run(cmd)
-    if res.returncode != 0:
-        raise BenchError("building %s failed:\n%s" % (SOURCE, res.stderr))
-    return program
+    return bench_common.build(SOURCE, workdir / "bigpool", log)
 
 
 def read_counts(path):
@@ -178,13 +152,6 @@ def take_core(pid, core):
     log("core: %d MB in %.1f s" % (core.stat().st_size >> 20, time.perf_counter() - started))
 
 
-def gdb_env():
-    env = dict(os.environ)
-    env["TERM"] = "dumb"
-    env.pop("DEBUGINFOD_URLS", None)
-    return env
-
-
 def measure_in_gdb(program, core, counts, args, workdir):
     params = {"pool": POOL, "counts": counts, "repeats": args.repeats, "sample": args.sample,
               "eval_sample": args.eval_sample,
@@ -216,7 +183,7 @@ def measure_in_gdb(program, core, counts, args, workdir):
 
 
 def machine():
-    return bench_machine.machine(REPO)
+    return bench_common.machine(REPO)
 
 
 CLOCKS = ("wall", "cpu")  # time.perf_counter(), time.process_time() of the gdb process
@@ -439,23 +406,7 @@ day and machine replaces its section.
 
 
 def update_docs(path, key, section):
-    text = path.read_text() if path.exists() else DOCS_HEADER
-    if RESULTS_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + RESULTS_MARK + "\n"
-    start = SECTION_START % key
-    block = start + "\n" + section + SECTION_END + "\n"
-    i = text.find(start)
-    if i >= 0:
-        j = text.find(SECTION_END, i)
-        if j < 0:
-            raise BenchError("%s: section %r has no end marker" % (path, key))
-        text = text[:i] + block + text[j + len(SECTION_END):].lstrip("\n")
-    else:
-        i = text.find(RESULTS_MARK) + len(RESULTS_MARK) + 1
-        text = text[:i] + "\n" + block + text[i:]
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    bench_common.update_docs(path, DOCS_HEADER, RESULTS_MARK, SECTION_START, SECTION_END, key, section)
 
 
 def main(argv=None):

@@ -100,7 +100,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_machine  # benchmarks/bench_machine.py, beside this file
+import bench_common  # benchmarks/bench_common.py, beside this file
+from bench_common import BenchError, gdb_env, run
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -127,10 +128,6 @@ DESCRIPTIONS = {
 }
 
 
-class BenchError(Exception):
-    """The benchmark could not run, or the tool gave a wrong answer."""
-
-
 def log(text):
     print("track_bench: " + text, flush=True)
 
@@ -138,38 +135,8 @@ def log(text):
 # =========================================================================== outside gdb
 
 
-def run(cmd, timeout=None, **kwargs):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
-    except FileNotFoundError:
-        raise BenchError("%s is not installed" % cmd[0]) from None
-    except subprocess.TimeoutExpired:
-        raise BenchError("%s took more than %d s" % (" ".join(map(str, cmd))[:200], timeout)) from None
-
-
-def pkg_config(what):
-    res = run(["pkg-config", what, "libdpdk"])
-    if res.returncode != 0:
-        raise BenchError("pkg-config %s libdpdk failed: %s (install libdpdk-dev)" % (what, res.stderr.strip()))
-    return res.stdout.split()
-
-
 def build(workdir):
-    program = workdir / "track_loop"
-    cmd = (["cc", "-g", "-O1", "-rdynamic", "-Wall"] + pkg_config("--cflags") + [str(SOURCE), "-o", str(program)]
-           + pkg_config("--libs"))
-    log("building: " + " ".join(cmd))
-    res = run(cmd)
-    if res.returncode != 0:
-        raise BenchError("building %s failed:\n%s" % (SOURCE, res.stderr))
-    return program
-
-
-def gdb_env():
-    env = dict(os.environ)
-    env["TERM"] = "dumb"
-    env.pop("DEBUGINFOD_URLS", None)
-    return env
+    return bench_common.build(SOURCE, workdir / "track_loop", log)
 
 
 def remove_runtime_dir(prefix):
@@ -474,7 +441,7 @@ def figures(out, args):
 
 
 def machine():
-    return bench_machine.machine(REPO)
+    return bench_common.machine(REPO)
 
 
 def _n(value):
@@ -750,21 +717,7 @@ replaces its section.
 
 
 def update_docs(path, key, section):
-    text = path.read_text() if path.exists() else DOCS_HEADER
-    if RESULTS_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + RESULTS_MARK + "\n"
-    start = SECTION_START % key
-    block = start + "\n" + section + SECTION_END + "\n"
-    if start in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(SECTION_END + "\n", 1)[1] if SECTION_END + "\n" in rest else ""
-        text = head + block + tail
-    else:
-        head, tail = text.split(RESULTS_MARK + "\n", 1)
-        text = head + RESULTS_MARK + "\n\n" + block + tail.lstrip("\n") if tail.strip() else \
-            head + RESULTS_MARK + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    bench_common.update_docs(path, DOCS_HEADER, RESULTS_MARK, SECTION_START, SECTION_END, key, section)
 
 
 def main(argv=None):
