@@ -11,30 +11,14 @@ left, and the agent must have seen gets and no fault.
 
 import json
 import re
-import shutil
 import subprocess
-import time
 
 import pytest
+from testpmd_helpers import TESTPMD, tx_counts, wait_for
 
 from gdb_mptrack import agent_attach
 
-TESTPMD = shutil.which("dpdk-testpmd")
-TX_PACKETS = re.compile(r"NIC statistics for port 0.*?TX-packets:\s+(\d+)", re.S)
 RUN_ATTACHED = 3.0
-
-
-def _tx_counts(text):
-    return [int(n) for n in TX_PACKETS.findall(text)]
-
-
-def _wait_for(predicate, timeout, what, log):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{log()[-3000:]}")
-        time.sleep(0.1)
-
 
 @pytest.mark.skipif(TESTPMD is None, reason="dpdk-testpmd is not installed (package dpdk)")
 def test_testpmd_attach_tracks_mbuf_pool_while_forwarding_then_detaches(lab, tmp_path):
@@ -50,7 +34,7 @@ def test_testpmd_attach_tracks_mbuf_pool_while_forwarding_then_detaches(lab, tmp
     def log():
         return out.read_text(errors="replace")
 
-    _wait_for(lambda: len(_tx_counts(log())) >= 2 or pmd.poll() is not None, 30, "testpmd statistics", log)
+    wait_for(lambda: len(tx_counts(log())) >= 2 or pmd.poll() is not None, 30, "testpmd statistics", log)
     assert pmd.poll() is None, f"testpmd exited:\n{log()}"
 
     status = tmp_path / "status.json"
@@ -86,10 +70,10 @@ def test_testpmd_attach_tracks_mbuf_pool_while_forwarding_then_detaches(lab, tmp
     assert "detached the agent: 1 pool given back, mempool ops restored" in res.section("detach"), str(res)
 
     # testpmd forwarded while attached (it only runs during `continue`) and goes on after the detach
-    during = _tx_counts(log()[attached_at:detached_at])
+    during = tx_counts(log()[attached_at:detached_at])
     assert len(during) >= 2 and all(b > a for a, b in zip(during, during[1:])), (during, log()[-3000:])
-    _wait_for(lambda: len(_tx_counts(log()[detached_at:])) >= 3 or pmd.poll() is not None,
+    wait_for(lambda: len(tx_counts(log()[detached_at:])) >= 3 or pmd.poll() is not None,
               30, "statistics after the detach", log)
     assert pmd.poll() is None, f"testpmd died after the detach:\n{log()[-3000:]}"
-    after = _tx_counts(log()[detached_at:])
+    after = tx_counts(log()[detached_at:])
     assert all(b > a for a, b in zip(after, after[1:])) and after[0] > during[-1], (during, after)

@@ -9,28 +9,10 @@ periodic statistics that it kept forwarding.
 """
 
 import json
-import re
-import shutil
 import subprocess
-import time
 
 import pytest
-
-TESTPMD = shutil.which("dpdk-testpmd")
-TX_PACKETS = re.compile(r"NIC statistics for port 0.*?TX-packets:\s+(\d+)", re.S)
-
-
-def _tx_counts(text):
-    return [int(n) for n in TX_PACKETS.findall(text)]
-
-
-def _wait_for(predicate, timeout, what, log):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{log()[-3000:]}")
-        time.sleep(0.1)
-
+from testpmd_helpers import TESTPMD, tx_counts, wait_for
 
 SETUPS = {
     "txonly-net_null": (["--vdev", "net_null0", "--vdev", "net_null1"], ["--forward-mode=txonly"], False),
@@ -54,7 +36,7 @@ def test_testpmd_attach_list_dump_detach(lab, tmp_path, setup):
     def log():
         return out.read_text(errors="replace")
 
-    _wait_for(lambda: len(_tx_counts(log())) >= 2 or pmd.poll() is not None, 30,
+    wait_for(lambda: len(tx_counts(log())) >= 2 or pmd.poll() is not None, 30,
               "testpmd statistics", log)
     assert pmd.poll() is None, f"testpmd exited:\n{log()}"
 
@@ -84,8 +66,8 @@ def test_testpmd_attach_list_dump_detach(lab, tmp_path, setup):
     assert all(r["state"] == "in-use" and r["refcnt"] >= 1 for r in rows), rows[:3]
 
     # testpmd goes on forwarding after the detach.
-    _wait_for(lambda: len(_tx_counts(log()[detached_at:])) >= 3 or pmd.poll() is not None,
+    wait_for(lambda: len(tx_counts(log()[detached_at:])) >= 3 or pmd.poll() is not None,
               30, "statistics after the detach", log)
     assert pmd.poll() is None, f"testpmd died after the detach:\n{log()[-3000:]}"
-    after = _tx_counts(log()[detached_at:])
+    after = tx_counts(log()[detached_at:])
     assert all(b > a for a, b in zip(after, after[1:])), after
