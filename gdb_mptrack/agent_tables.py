@@ -2,7 +2,7 @@
 
 The agent (gdb_mptrack/agent/mptrack_agent.c) keeps its shadow tables in the
 process's memory, from the exported symbol ``mptrack_agent_tables``; the layout
-is documented in ``gdb_mptrack/agent/mptrack_agent.h`` (version 1).  This
+is documented in ``gdb_mptrack/agent/mptrack_agent.h`` (version 2).  This
 module reads them through one function, ``read(addr, size) -> bytes``, so the
 same code serves a live process (gdb's ``inferior.read_memory`` or
 ``/proc/PID/mem``), a core dump, and unit tests that build the bytes by hand::
@@ -29,14 +29,14 @@ Reader = Callable[[int, int], bytes]
 
 MAGIC = b"MPTRACK\0"
 POOL_MAGIC = b"MPTPOOL\0"
-VERSION = 1
+VERSION = 2
 
 STATES = {0: "new", 1: "free", 2: "in-use"}
 FAULT_KINDS = {1: "duplicate free", 2: "foreign free", 3: "stray free", 4: "duplicate alloc"}
 ON_ERROR = {0: "abort", 1: "trap", 2: "log"}
 LCORE_NONE = 0xFFFF
 
-# Field name -> (offset, struct code), version 1; tests check them against the C header.
+# Field name -> (offset, struct code), version 2; tests check them against the C header.
 TABLES_FIELDS = {
     "magic": (0, "8s"), "version": (8, "I"), "header_size": (12, "I"), "pool_size": (16, "I"),
     "obj_size": (20, "I"), "chunk_size": (24, "I"), "fault_size": (28, "I"),
@@ -56,9 +56,9 @@ POOL_FIELDS = {
     "shared": (136, "I"), "slot": (140, "I"),
 }
 OBJ_FIELDS = {
-    "addr": (0, "Q"), "state": (8, "I"), "alloc_stack": (12, "I"), "free_stack": (16, "I"),
-    "alloc_lcore": (20, "H"), "free_lcore": (22, "H"), "alloc_tsc": (24, "Q"),
-    "free_tsc": (32, "Q"), "allocs": (40, "I"),
+    "addr": (0, "Q"), "state": (8, "I"), "allocs": (12, "I"), "alloc_stack": (16, "I"),
+    "alloc_lcore": (20, "H"), "alloc_tsc": (24, "Q"), "free_stack": (32, "I"),
+    "free_lcore": (36, "H"), "free_tsc": (40, "Q"),
 }
 CHUNK_FIELDS = {"base": (0, "Q"), "len": (8, "Q"), "map": (16, "Q"), "first": (24, "I"),
                 "count": (28, "I")}

@@ -169,9 +169,15 @@ clock_start(void)
  * object).  Default: an atomic load then an atomic store. */
 static int strict_state;
 
-static TLS int tls_busy;          /* inside the agent on this thread */
-static TLS unsigned int tls_sample;
-static TLS unsigned int tls_lcore = 0xffffffffu;  /* cached rte_lcore_id() */
+#define MEMO 64
+/* One thread's state, in one TLS block: one address computation per event. */
+struct thread_state {
+	int busy;               /* inside the agent on this thread */
+	unsigned int sample;    /* events since the last full backtrace */
+	unsigned int lcore;     /* cached rte_lcore_id(), 0xffffffff not yet */
+	struct { uintptr_t ra; uint32_t id; } ra_memo[MEMO];  /* caller-only stacks */
+};
+static TLS struct thread_state tls = {.lcore = 0xffffffffu};
 static TLS uintptr_t tls_stack_lo, tls_stack_hi;  /* fp unwinder bounds */
 
 /* ------------------------------------------------------------- messages */
@@ -450,9 +456,7 @@ stack_hash(const uint64_t *f, unsigned int n)
 }
 
 /* Per-thread memo of recent stacks: hash -> id. */
-#define MEMO 64
 static TLS struct { uint64_t hash; uint32_t id; } tls_memo[MEMO];
-static TLS struct { uintptr_t ra; uint32_t id; } tls_ra_memo[MEMO];  /* caller-only stacks */
 
 static uint32_t
 stack_intern(const uint64_t *f, unsigned int n)
@@ -658,8 +662,8 @@ unwind_verify_report(void)
 }
 
 /* The stack id of an event; sampled events get the caller only. */
-static inline uint32_t
-event_stack(void *ra, int nested)
+static __attribute__((noinline)) uint32_t
+event_stack_slow(void *ra, int nested)
 {
 	uint64_t f[MPTRACK_MAX_DEPTH];
 	unsigned int n;
@@ -668,20 +672,20 @@ event_stack(void *ra, int nested)
 	if (cfg.depth == 0)
 		return 0;
 	if (cfg.sample > 1) {
-		if (++tls_sample >= cfg.sample)
-			tls_sample = 0;
+		if (++tls.sample >= cfg.sample)
+			tls.sample = 0;
 		else
 			full = 0;
 	}
 	if (cfg.depth == 1 || !full) {
 		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
 		uint32_t id;
-		if (LIKELY(tls_ra_memo[m].ra == (uintptr_t)ra))
-			return tls_ra_memo[m].id;
+		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
+			return tls.ra_memo[m].id;
 		f[0] = (uint64_t)(uintptr_t)ra;
 		id = stack_intern(f, 1);
-		tls_ra_memo[m].ra = (uintptr_t)ra;
-		tls_ra_memo[m].id = id;
+		tls.ra_memo[m].ra = (uintptr_t)ra;
+		tls.ra_memo[m].id = id;
 		return id;
 	}
 	if (cfg.unwinder == UNW_CFI) {
@@ -707,15 +711,27 @@ event_stack(void *ra, int nested)
 	return stack_intern(f, n);
 }
 
+/* event_stack_slow() with the caller-only memo's hit inlined (depth 1). */
+static __attribute__((always_inline)) inline uint32_t
+event_stack(void *ra, int nested)
+{
+	if (cfg.depth == 1 && cfg.sample <= 1) {
+		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
+			return tls.ra_memo[m].id;
+	}
+	return event_stack_slow(ra, nested);
+}
+
 static inline uint16_t
 cur_lcore(void)
 {
-	unsigned int l = tls_lcore;
+	unsigned int l = tls.lcore;
 
 	if (UNLIKELY(l == 0xffffffffu)) {
 		l = rte_lcore_id();
 		if (l != LCORE_ID_ANY)
-			tls_lcore = l;
+			tls.lcore = l;
 	}
 	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
 }
@@ -787,10 +803,10 @@ pool_chunks(const struct mptrack_pool *p)
  * populated page by page, without IOVA-contiguous memory, has one chunk per
  * page; a hugepage pool one per page that is not contiguous with the last).
  * Once a pool is fully populated, the agent builds a private direct map of
- * its whole address span (object index + 1 per 1 << shift bytes, as the
- * chunk maps), if the span is at most 4 times the chunks' memory: a get or
- * put then costs one range check, one load and one compare, however many
- * chunks.  (An index computed from DPDK's regular page layout, without the
+ * its whole address span (per 1 << shift bytes, as the chunk maps, but the
+ * byte offset of the object's entry + 1 entry instead of its index + 1), if
+ * the span is at most 4 times the chunks' memory: a get or put then costs one
+ * range check, one load, one add and one compare, however many chunks.  (An index computed from DPDK's regular page layout, without the
  * map's load, was measured slower: more instructions for a load that hits
  * the cache.)  Pools populated in several steps, or given tables by attach,
  * use the chunk list until fast_index_build() is called for them.
@@ -799,7 +815,7 @@ struct fast_index {
 	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
 	uintptr_t lo;           /* the span: [lo, lo + span) */
 	uint64_t span;
-	const uint32_t *map;    /* object index + 1 per 1 << shift bytes */
+	const uint32_t *map;    /* per 1 << shift bytes: (object index + 1) * sizeof(struct mptrack_obj), 0 none */
 	uint32_t shift;
 	size_t map_bytes;
 };
@@ -837,7 +853,7 @@ fast_index_build(struct mptrack_pool *p)
 			hi = ch[k].base + ch[k].len;
 		chunks += ch[k].len;
 	}
-	if (p->nobjs == 0 || hi <= lo || hi - lo > 4 * chunks ||
+	if (p->nobjs == 0 || p->nobjs >= UINT32_MAX / sizeof(*o) || hi <= lo || hi - lo > 4 * chunks ||
 	    (map = map_anon((((hi - lo) >> p->shift) + 1) * sizeof(uint32_t), 0)) == NULL) {
 		if (cfg.verbose)
 			say("mptrack-agent: pool \"%s\": objects found by chunk (chunks: %u)\n",
@@ -850,7 +866,7 @@ fast_index_build(struct mptrack_pool *p)
 			munmap(map, f->map_bytes);
 			return;
 		}
-		map[(o[i].addr - lo) >> p->shift] = i + 1;
+		map[(o[i].addr - lo) >> p->shift] = (i + 1) * (uint32_t)sizeof(*o);
 	}
 	f->lo = lo;
 	f->span = hi - lo;
@@ -862,24 +878,58 @@ fast_index_build(struct mptrack_pool *p)
 		    p->name, p->nchunks);
 }
 
+/*
+ * A pool's address map copied into locals: the loops over a burst keep it in
+ * registers (the compiler cannot, across the stores to the shadow entries,
+ * which might alias the fast_index).
+ */
+struct finder {
+	uintptr_t lo;
+	uint64_t span;
+	const uint32_t *map;
+	uint32_t shift;
+	char *before_objs;      /* one entry before the pool's first */
+};
+
+/* Copy p's address map into *fd; 0 if p has none (yet). */
+static inline int
+finder_load(const struct mptrack_pool *p, struct finder *fd)
+{
+	const struct fast_index *f = &fast_index[p->slot];
+
+	if (UNLIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) != p))
+		return 0;
+	fd->lo = f->lo;
+	fd->span = f->span;
+	fd->map = f->map;
+	fd->shift = f->shift;
+	fd->before_objs = (char *)(pool_objs(p) - 1);
+	return 1;
+}
+
+static __attribute__((always_inline)) inline struct mptrack_obj *
+finder_lookup(const struct finder *fd, uintptr_t addr)
+{
+	uint64_t off = addr - fd->lo;
+	uint32_t v;
+	struct mptrack_obj *o;
+
+	if (UNLIKELY(off >= fd->span) || UNLIKELY((v = fd->map[off >> fd->shift]) == 0))
+		return NULL;
+	o = (struct mptrack_obj *)(fd->before_objs + v);
+	return LIKELY(o->addr == addr) ? o : NULL;
+}
+
 /* The shadow entry of the object that starts at addr, or NULL. */
 static inline struct mptrack_obj *
 obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 {
-	const struct fast_index *f = &fast_index[p->slot];
 	const struct mptrack_chunk *c;
+	struct finder fd;
 	uint32_t n;
 
-	if (LIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) == p)) {
-		uint64_t off = addr - f->lo;
-		uint32_t v;
-		struct mptrack_obj *o;
-
-		if (UNLIKELY(off >= f->span) || (v = f->map[off >> f->shift]) == 0)
-			return NULL;
-		o = &pool_objs(p)[v - 1];
-		return LIKELY(o->addr == addr) ? o : NULL;
-	}
+	if (LIKELY(finder_load(p, &fd)))
+		return finder_lookup(&fd, addr);
 	/* not indexed (yet): find the chunk, then its map */
 	n = A_LOAD(&p->nchunks);
 	c = pool_chunks(p);
@@ -1174,10 +1224,10 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 
 	if (cfg.depth > 0) {
 		unsigned int n = cfg.depth == 1 ? (f[0] = (uint64_t)(uintptr_t)ra, 1) :
-				 capture(ra, f, tls_busy <= 1);
+				 capture(ra, f, tls.busy <= 1);
 		sid = stack_intern(f, n);
 	}
-	tls_busy++;
+	tls.busy++;
 	if (kind == MPTRACK_FAULT_FOREIGN_FREE || kind == MPTRACK_FAULT_STRAY_FREE) {
 		/* tracked pools first: an exact object start is a foreign free */
 		for (uint32_t s = 0; s < MPTRACK_MAX_POOLS && where.mp == NULL; s++) {
@@ -1251,7 +1301,7 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 		log_simple(MPTRACK_EV_FAULT, (uint16_t)p->slot, addr, sid, (uint32_t)kind);
 		log_flush_now();  /* the process may die or _exit soon */
 	}
-	tls_busy--;
+	tls.busy--;
 	fault_action();
 }
 
@@ -1259,39 +1309,73 @@ fault(int kind, struct mptrack_pool *p, uintptr_t addr, struct mptrack_obj *o, v
 
 /*
  * A get or put of objs[0..n).  The settings the loop needs are read once per
- * call; the common case (neither strict states nor a log) runs a loop without
- * their branches.  (Looking a burst's entries up first and prefetching them
- * was measured slower here: the tables stay in the cache.)
+ * call.  The common case (a pool with an address map, neither strict states
+ * nor a log) runs a loop with the map in registers (struct finder), one load
+ * and one store of the state word, and one 16-byte store of the event's
+ * stamp, built once per call.  (Looking a burst's entries up first and
+ * prefetching them was measured slower here: the tables stay in the cache.)
  */
-static __attribute__((always_inline)) inline void
-got_one(struct mptrack_pool *p, uintptr_t addr, uint32_t sid, uint16_t lcore, uint64_t now,
-	int strict, int logging, void *ra)
+#ifdef __SSE2__
+#include <emmintrin.h>
+typedef __m128i stamp_block;
+#else
+typedef struct mptrack_stamp stamp_block;
+#endif
+
+/* In registers: a copy through memory would stall the first store. */
+static inline stamp_block
+stamp_block_of(const struct mptrack_stamp *st)
 {
-	struct mptrack_obj *o = obj_lookup(p, addr);
+#ifdef __SSE2__
+	return _mm_set_epi64x((long long)st->tsc,
+			      (long long)(st->stack | (uint64_t)st->lcore << 32 |
+					  (uint64_t)st->reserved << 48));
+#else
+	return *st;
+#endif
+}
+
+/* One store of all of a stamp's fields (the compiler splits a struct copy). */
+static __attribute__((always_inline)) inline void
+stamp_store(struct mptrack_stamp *to, stamp_block b)
+{
+#ifdef __SSE2__
+	_mm_storeu_si128((__m128i *)to, b);
+#else
+	*to = b;
+#endif
+}
+
+static __attribute__((always_inline)) inline void
+got_one(struct mptrack_pool *p, struct mptrack_obj *o, uintptr_t addr,
+	const struct mptrack_stamp *st, stamp_block sb, int strict, int logging, void *ra)
+{
 	uint32_t old;
 
 	if (UNLIKELY(o == NULL))
 		return;  /* the driver handed out something never populated */
-	if (UNLIKELY(strict))
+	if (UNLIKELY(strict)) {
 		old = A_XCHG(&o->state, MPTRACK_STATE_IN_USE);
-	else if ((old = __atomic_load_n(&o->state, __ATOMIC_RELAXED)) != MPTRACK_STATE_IN_USE)
-		__atomic_store_n(&o->state, MPTRACK_STATE_IN_USE, __ATOMIC_RELEASE);
+		o->allocs++;
+	} else {
+		/* state and allocs in one load and one store: allocs + 1, state in use */
+		uint64_t w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
+		old = (uint32_t)w;
+		__atomic_store_n(&o->state_allocs, w - old + ((1ull << 32) | MPTRACK_STATE_IN_USE),
+				 __ATOMIC_RELEASE);
+	}
 	if (UNLIKELY(old == MPTRACK_STATE_IN_USE))
 		fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, addr, o, ra);
-	o->alloc_stack = sid;
-	o->alloc_lcore = lcore;
-	o->alloc_tsc = now;
-	o->allocs++;
+	stamp_store(&o->alloc, sb);
 	if (UNLIKELY(logging))
-		log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, addr, sid, o->allocs, lcore, now,
-			  log_epoch[p->slot]);
+		log_event(MPTRACK_EV_ALLOC, (uint16_t)p->slot, addr, st->stack, o->allocs, st->lcore,
+			  st->tsc, log_epoch[p->slot]);
 }
 
 static __attribute__((always_inline)) inline void
-put_one(struct mptrack_pool *p, uintptr_t addr, uint32_t sid, uint16_t lcore, uint64_t now,
-	int strict, int logging, void *ra)
+put_one(struct mptrack_pool *p, struct mptrack_obj *o, uintptr_t addr,
+	const struct mptrack_stamp *st, stamp_block sb, int strict, int logging, void *ra)
 {
-	struct mptrack_obj *o = obj_lookup(p, addr);
 	uint32_t old;
 
 	if (UNLIKELY(o == NULL)) {
@@ -1306,48 +1390,67 @@ put_one(struct mptrack_pool *p, uintptr_t addr, uint32_t sid, uint16_t lcore, ui
 		fault(MPTRACK_FAULT_DUPLICATE_FREE, p, addr, o, ra);
 		return;
 	}
-	o->free_stack = sid;
-	o->free_lcore = lcore;
-	o->free_tsc = now;
+	stamp_store(&o->free, sb);
 	if (UNLIKELY(logging))
-		log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, addr, sid, o->allocs, lcore, now,
-			  log_epoch[p->slot]);
+		log_event(MPTRACK_EV_FREE, (uint16_t)p->slot, addr, st->stack, o->allocs, st->lcore,
+			  st->tsc, log_epoch[p->slot]);
 }
 
-static inline void
+/* This event's stamp; marks the thread busy in the agent (event_done() clears it). */
+static __attribute__((always_inline)) inline struct mptrack_stamp
+event_begin(void *ra)
+{
+	struct mptrack_stamp st;
+	int nested;
+
+	st.lcore = cur_lcore();
+	st.reserved = 0;
+	st.tsc = now_tsc();
+	nested = tls.busy++;
+	st.stack = event_stack(ra, nested);
+	return st;
+}
+
+static __attribute__((noinline)) void
 track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 {
-	uint16_t lcore = cur_lcore();
-	uint64_t now = now_tsc();
-	int nested = tls_busy++;
-	uint32_t sid = event_stack(ra, nested);
+	const struct mptrack_stamp st = event_begin(ra);
+	const stamp_block sb = stamp_block_of(&st);
 	const int strict = strict_state, logging = log_on;
+	struct finder fd;
 
-	if (LIKELY(!strict && !logging))
-		for (unsigned int i = 0; i < n; i++)
-			got_one(p, (uintptr_t)objs[i], sid, lcore, now, 0, 0, ra);
+	if (LIKELY(!strict && !logging && finder_load(p, &fd)))
+		for (unsigned int i = 0; i < n; i++) {
+			uintptr_t addr = (uintptr_t)objs[i];
+			got_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
+		}
 	else
-		for (unsigned int i = 0; i < n; i++)
-			got_one(p, (uintptr_t)objs[i], sid, lcore, now, strict, logging, ra);
-	tls_busy--;
+		for (unsigned int i = 0; i < n; i++) {
+			uintptr_t addr = (uintptr_t)objs[i];
+			got_one(p, obj_lookup(p, addr), addr, &st, sb, strict, logging, ra);
+		}
+	tls.busy--;
 }
 
-static inline void
+static __attribute__((noinline)) void
 track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 {
-	uint16_t lcore = cur_lcore();
-	uint64_t now = now_tsc();
-	int nested = tls_busy++;
-	uint32_t sid = event_stack(ra, nested);
+	const struct mptrack_stamp st = event_begin(ra);
+	const stamp_block sb = stamp_block_of(&st);
 	const int strict = strict_state, logging = log_on;
+	struct finder fd;
 
-	if (LIKELY(!strict && !logging))
-		for (unsigned int i = 0; i < n; i++)
-			put_one(p, (uintptr_t)objs[i], sid, lcore, now, 0, 0, ra);
+	if (LIKELY(!strict && !logging && finder_load(p, &fd)))
+		for (unsigned int i = 0; i < n; i++) {
+			uintptr_t addr = (uintptr_t)objs[i];
+			put_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
+		}
 	else
-		for (unsigned int i = 0; i < n; i++)
-			put_one(p, (uintptr_t)objs[i], sid, lcore, now, strict, logging, ra);
-	tls_busy--;
+		for (unsigned int i = 0; i < n; i++) {
+			uintptr_t addr = (uintptr_t)objs[i];
+			put_one(p, obj_lookup(p, addr), addr, &st, sb, strict, logging, ra);
+		}
+	tls.busy--;
 }
 
 /* ------------------------------------------------------------ ops wrappers */
@@ -1443,7 +1546,7 @@ w_populate(struct rte_mempool *mp, unsigned int max_objs, void *vaddr, rte_iova_
 
 	if (orig == NULL)
 		orig = rte_mempool_op_populate_default;
-	if (p == NULL && mp->populated_size == 0 && !tls_busy && pool_wanted(mp->name)) {
+	if (p == NULL && mp->populated_size == 0 && !tls.busy && pool_wanted(mp->name)) {
 		/* created before the agent could see it: track it from here */
 		pthread_mutex_lock(&slow_lock);
 		p = pool_lookup(mp);
@@ -1647,7 +1750,7 @@ block_alloc(void *ptr, size_t size, void *ra)
 
 	if (ptr == NULL || mslots == NULL)
 		return;
-	nested = tls_busy++;
+	nested = tls.busy++;
 	b = block_slot((uintptr_t)ptr, 1);
 	if (b != NULL) {
 		b->size = size;
@@ -1661,7 +1764,7 @@ block_alloc(void *ptr, size_t size, void *ra)
 				  b->alloc_stack, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size,
 				  b->alloc_lcore, b->alloc_tsc, mgen[b - mslots]);
 	}
-	tls_busy--;
+	tls.busy--;
 }
 
 static __attribute__((noinline, cold)) void
@@ -1674,10 +1777,10 @@ malloc_fault(int kind, uintptr_t addr, struct mptrack_block *blk, void *ra)
 
 	if (cfg.depth > 0) {
 		unsigned int n = cfg.depth == 1 ? (f[0] = (uint64_t)(uintptr_t)ra, 1) :
-				 capture(ra, f, tls_busy == 0);
+				 capture(ra, f, tls.busy == 0);
 		sid = stack_intern(f, n);
 	}
-	tls_busy++;
+	tls.busy++;
 	pthread_mutex_lock(&slow_lock);
 	A_ADD(&mtab.faults, 1);
 	b.n = 0;
@@ -1698,7 +1801,7 @@ malloc_fault(int kind, uintptr_t addr, struct mptrack_block *blk, void *ra)
 		log_simple(MPTRACK_EV_FAULT, MPTRACK_LOG_MALLOC_POOL, addr, sid, (uint32_t)kind);
 		log_flush_now();  /* the process may die or _exit soon */
 	}
-	tls_busy--;
+	tls.busy--;
 	fault_action();
 }
 
@@ -1751,14 +1854,14 @@ block_free(void *ptr, void *ra)
 		return 1;
 	b = block_slot((uintptr_t)ptr, 0);
 	if (b != NULL && A_CAS(&b->state, &expect, 1)) {
-		int nested = tls_busy++;
+		int nested = tls.busy++;
 		b->free_stack = event_stack(ra, nested);
 		b->free_lcore = cur_lcore();
 		b->free_tsc = now_tsc();
 		if (log_on)
 			log_event(MPTRACK_EV_MFREE, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
 				  b->free_stack, 0, b->free_lcore, b->free_tsc, mgen[b - mslots]);
-		tls_busy--;
+		tls.busy--;
 		return 1;
 	}
 	/* not allocated as far as the agent knows: ask the heap */
@@ -2124,9 +2227,9 @@ dump_handler(int sig)
 	int saved = errno;
 
 	(void)sig;
-	tls_busy++;
+	tls.busy++;
 	mptrack_agent_dump(NULL);
-	tls_busy--;
+	tls.busy--;
 	errno = saved;
 }
 
@@ -2607,7 +2710,7 @@ fork_child(void)
 	pthread_mutex_init(&log_lock, NULL);
 	pthread_mutex_init(&slow_lock, NULL);
 	T.pid = getpid();
-	tls_lcore = 0xffffffffu;
+	tls.lcore = 0xffffffffu;
 	clock_start();
 	if (!log_on)
 		return;

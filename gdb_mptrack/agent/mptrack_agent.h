@@ -15,7 +15,8 @@
  * recorded sizes to step through arrays, so fields added at the end of a
  * record in a later minor revision do not break an older reader.
  *
- * Layout, version 1 (all little-endian, x86-64):
+ * Layout, version 2 (all little-endian, x86-64; version 1 had the object
+ * record's fields in another order):
  *
  *   mptrack_agent_tables (struct mptrack_tables)
  *     .pools[i]     -> struct mptrack_pool (one mmap per tracked pool) or 0
@@ -39,7 +40,7 @@
 
 #define MPTRACK_TABLES_MAGIC "MPTRACK"  /* 8 bytes with the NUL */
 #define MPTRACK_POOL_MAGIC "MPTPOOL"
-#define MPTRACK_TABLES_VERSION 1
+#define MPTRACK_TABLES_VERSION 2
 
 #define MPTRACK_MAX_POOLS 256
 #define MPTRACK_FAULT_RING 32
@@ -68,18 +69,47 @@ enum mptrack_on_error {
 /* lcore value recorded for a thread that is not an EAL lcore */
 #define MPTRACK_LCORE_NONE 0xffff
 
-/* One object of a tracked pool: 48 bytes. */
+/* Who did the last get or put of an object, and when: 16 bytes. */
+struct mptrack_stamp {
+	uint32_t stack;         /* stack id, 0 none */
+	uint16_t lcore;         /* rte_lcore_id() */
+	uint16_t reserved;
+	uint64_t tsc;           /* rte_rdtsc(), 0 never */
+};
+
+/*
+ * One object of a tracked pool: 48 bytes.  The fields an event writes are
+ * together (version 2): a get reads and writes state and allocs as one 64-bit
+ * word and writes the alloc stamp as one 16-byte block; a put writes state and
+ * the free stamp.  (Little-endian: state is the word's low half.)
+ */
 struct mptrack_obj {
 	uint64_t addr;          /* the object's address (what get returns) */
-	uint32_t state;         /* enum mptrack_obj_state, updated atomically */
-	uint32_t alloc_stack;   /* stack id of the last get, 0 none */
-	uint32_t free_stack;    /* stack id of the last put, 0 none */
-	uint16_t alloc_lcore;   /* rte_lcore_id() of the last get */
-	uint16_t free_lcore;    /* rte_lcore_id() of the last put */
-	uint64_t alloc_tsc;     /* rte_rdtsc() at the last get, 0 never */
-	uint64_t free_tsc;      /* rte_rdtsc() at the last put, 0 never */
-	uint32_t allocs;        /* number of gets of this object */
-	uint32_t reserved;
+	union {
+		struct {
+			uint32_t state;   /* enum mptrack_obj_state, updated atomically */
+			uint32_t allocs;  /* number of gets of this object */
+		};
+		uint64_t state_allocs;
+	};
+	union {
+		struct {
+			uint32_t alloc_stack;   /* the last get's */
+			uint16_t alloc_lcore;
+			uint16_t alloc_reserved;
+			uint64_t alloc_tsc;
+		};
+		struct mptrack_stamp alloc;
+	};
+	union {
+		struct {
+			uint32_t free_stack;    /* the last put's */
+			uint16_t free_lcore;
+			uint16_t free_reserved;
+			uint64_t free_tsc;
+		};
+		struct mptrack_stamp free;
+	};
 };
 
 /* One memory chunk of a pool and its address -> object map. */
