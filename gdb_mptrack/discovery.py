@@ -8,19 +8,23 @@ each is cache-line aligned, starts with a NUL-padded printable name, has
 sizes in range, an ops_index below the number of registered drivers, a
 `local_cache` pointing just past itself when it has a cache (NULL when not),
 and, decisively, its first element's header (rte_mempool_objhdr) points back
-at it.  The scan reads memory in large blocks and looks only at 64-byte
-aligned slots whose first byte is printable, so 256 MB take about a second.
+at it.  The scan takes memory in large blocks (without copying from a core:
+CoreMemory.view), and numpy filters every 64-byte aligned slot at once: a
+printable first byte, a NUL within the name, local_cache, size,
+populated_size and ops_index in range (the cheap part of
+PoolHeader.implausible).  Only the few slots left are decoded one by one, so
+the 800 MB of a core holding a 1,048,576-object pool take about 0.1 s.
 """
 
-import re
 import struct
+
+import numpy as np
 
 from .decode import PoolHeader
 from .memory import MemoryMissing
 
 ALIGN = 64
 BLOCK = 1 << 24
-_PRINTABLE = re.compile(rb"[\x21-\x7e]")
 
 
 class ScanResult:
@@ -35,6 +39,7 @@ class ScanResult:
 def find_pools(memory, layout, num_ops):
     """Scan every present writable region of `memory`; returns a ScanResult."""
     result = ScanResult()
+    take = getattr(memory, "view", memory.read)
     for region in memory.regions():
         if not region.writable:
             continue
@@ -45,7 +50,7 @@ def find_pools(memory, layout, num_ops):
         for base in range(start, region.end, BLOCK):
             size = min(BLOCK, region.end - base)
             try:
-                data = memory.read(base, size)
+                data = take(base, size)
             except MemoryMissing:
                 result.missing.append(region)
                 break
@@ -55,33 +60,51 @@ def find_pools(memory, layout, num_ops):
     return result
 
 
+def _gather(raw, offsets, size):
+    """The little-endian unsigned integers of `size` bytes at each of `offsets` in `raw`."""
+    cells = raw[offsets[:, None] + np.arange(size)]
+    return cells.view("<u%d" % size).ravel()
+
+
+def _plausible(raw, offsets, base, mp, num_ops):
+    """Which slots at `offsets` (each with a whole struct rte_mempool in `raw`) pass the cheap checks."""
+    name = mp["name"]
+    names = raw[offsets[:, None] + name.offset + np.arange(name.size)]
+    keep = (names == 0).any(axis=1)
+    local_cache = _gather(raw, offsets + mp.offset("local_cache"), 8)
+    keep &= (local_cache == 0) | (local_cache == np.uint64(base) + offsets.astype(np.uint64) + np.uint64(mp.size))
+    size = _gather(raw, offsets + mp.offset("size"), mp["size"].size)
+    populated = _gather(raw, offsets + mp.offset("populated_size"), mp["populated_size"].size)
+    keep &= (size > 0) & (size < 1 << 31) & (populated <= size)
+    # ops_index is signed: a negative one reads as a huge unsigned value
+    keep &= _gather(raw, offsets + mp.offset("ops_index"), mp["ops_index"].size) < num_ops
+    return offsets[keep]
+
+
 def _pools_in_block(memory, layout, num_ops, base, data):
     mp = layout["rte_mempool"]
-    name_size = mp["name"].size
-    local_cache_off = mp.offset("local_cache")
     objhdr = layout["rte_mempool_objhdr"]
-    unpack = struct.unpack_from
+    raw = np.frombuffer(data, dtype=np.uint8)
+    firsts = raw[::ALIGN]
+    slots = np.flatnonzero((firsts >= 0x21) & (firsts <= 0x7e)) * ALIGN
+    whole = slots[slots + mp.size <= len(raw)]
     found = []
-    for match in _PRINTABLE.finditer(data[::ALIGN]):
-        off = match.start() * ALIGN
-        if off + mp.size > len(data):
-            header_bytes = None
-        else:
-            # Cheap filters first: a NUL inside the name, and local_cache NULL or just past the struct.
-            if data.find(b"\0", off, off + name_size) < 0:
-                continue
-            local_cache = unpack("<Q", data, off + local_cache_off)[0]
-            if local_cache and local_cache != base + off + mp.size:
-                continue
-            header_bytes = data[off:off + mp.size]
-        addr = base + off
+    for off in _plausible(raw, whole, base, mp, num_ops).tolist():
+        _keep_if_pool(memory, layout, num_ops, objhdr, found, base + off, bytes(data[off:off + mp.size]))
+    # a slot whose struct runs past the block: read it on its own
+    for off in slots[slots + mp.size > len(raw)].tolist():
         try:
-            header = PoolHeader(layout, addr, header_bytes or memory.read(addr, mp.size))
+            header_bytes = memory.read(base + off, mp.size)
         except MemoryMissing:
             continue
-        if header.implausible(num_ops, objhdr.size) is None and _first_object_points_back(memory, objhdr, header):
-            found.append(header)
+        _keep_if_pool(memory, layout, num_ops, objhdr, found, base + off, header_bytes)
     return found
+
+
+def _keep_if_pool(memory, layout, num_ops, objhdr, found, addr, header_bytes):
+    header = PoolHeader(layout, addr, header_bytes)
+    if header.implausible(num_ops, objhdr.size) is None and _first_object_points_back(memory, objhdr, header):
+        found.append(header)
 
 
 def _first_object_points_back(memory, objhdr, header):
