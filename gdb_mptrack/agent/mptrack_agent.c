@@ -117,7 +117,8 @@ static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faul
  * Timestamps.  rdtsc costs about 10 ns in this kind of VM, half an untracked
  * get+put: by default a clock thread stores rte_rdtsc() in coarse_tsc every
  * millisecond and events read that (one load).  MPTRACK_CLOCK=tsc reads the
- * TSC at every event instead.
+ * TSC at every event instead: coarse_tsc is then 0, as it is when the clock
+ * thread cannot start or has not stored anything yet.
  */
 static uint64_t coarse_tsc;
 static int clock_precise;
@@ -128,7 +129,7 @@ now_tsc(void)
 {
 	uint64_t t;
 
-	if (clock_precise || (t = __atomic_load_n(&coarse_tsc, __ATOMIC_RELAXED)) == 0)
+	if (UNLIKELY((t = __atomic_load_n(&coarse_tsc, __ATOMIC_RELAXED)) == 0))
 		return rte_rdtsc();
 	return t;
 }
@@ -160,6 +161,7 @@ clock_start(void)
 		pthread_setname_np(clock_thread, "mptrack-clock");
 	} else {
 		clock_precise = 1;
+		__atomic_store_n(&coarse_tsc, 0, __ATOMIC_RELAXED);  /* a forked child's copy */
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
@@ -175,7 +177,9 @@ struct thread_state {
 	int busy;               /* inside the agent on this thread */
 	unsigned int sample;    /* events since the last full backtrace */
 	unsigned int lcore;     /* cached rte_lcore_id(), 0xffffffff not yet */
-	struct { uintptr_t ra; uint32_t id; } ra_memo[MEMO];  /* caller-only stacks */
+	/* caller-only stacks: the caller and the first 8 bytes of its events' stamp
+	 * (stack id, lcore); kept once the thread's lcore is known */
+	struct { uintptr_t ra; uint64_t who; } ra_memo[MEMO];
 };
 static TLS struct thread_state tls = {.lcore = 0xffffffffu};
 static TLS uintptr_t tls_stack_lo, tls_stack_hi;  /* fp unwinder bounds */
@@ -661,6 +665,19 @@ unwind_verify_report(void)
 	    st.rules_bpderef, st.rules_unsupported, A_LOAD(&unwind_fallbacks));
 }
 
+static inline uint16_t
+cur_lcore(void)
+{
+	unsigned int l = tls.lcore;
+
+	if (UNLIKELY(l == 0xffffffffu)) {
+		l = rte_lcore_id();
+		if (l != LCORE_ID_ANY)
+			tls.lcore = l;
+	}
+	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
+}
+
 /* The stack id of an event; sampled events get the caller only. */
 static __attribute__((noinline)) uint32_t
 event_stack_slow(void *ra, int nested)
@@ -681,11 +698,13 @@ event_stack_slow(void *ra, int nested)
 		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
 		uint32_t id;
 		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
-			return tls.ra_memo[m].id;
+			return (uint32_t)tls.ra_memo[m].who;
 		f[0] = (uint64_t)(uintptr_t)ra;
 		id = stack_intern(f, 1);
-		tls.ra_memo[m].ra = (uintptr_t)ra;
-		tls.ra_memo[m].id = id;
+		if (tls.lcore != 0xffffffffu) {
+			tls.ra_memo[m].ra = (uintptr_t)ra;
+			tls.ra_memo[m].who = id | (uint64_t)cur_lcore() << 32;
+		}
 		return id;
 	}
 	if (cfg.unwinder == UNW_CFI) {
@@ -718,22 +737,9 @@ event_stack(void *ra, int nested)
 	if (cfg.depth == 1 && cfg.sample <= 1) {
 		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
 		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
-			return tls.ra_memo[m].id;
+			return (uint32_t)tls.ra_memo[m].who;
 	}
 	return event_stack_slow(ra, nested);
-}
-
-static inline uint16_t
-cur_lcore(void)
-{
-	unsigned int l = tls.lcore;
-
-	if (UNLIKELY(l == 0xffffffffu)) {
-		l = rte_lcore_id();
-		if (l != LCORE_ID_ANY)
-			tls.lcore = l;
-	}
-	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
 }
 
 /* ---------------------------------------------------------------- pools */
@@ -1453,6 +1459,51 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 	tls.busy--;
 }
 
+/*
+ * The quick path of a get or put of one object at depth 1 (the caller only,
+ * no sampling, no strict states, no log), inlined in the ops wrappers: the
+ * caller's stack id and lcore come from the per-thread memo as the stamp's
+ * first 8 bytes, and only the common transition is handled here (free to in
+ * use, in use to free, in a pool with an address map).  Anything else (a
+ * caller not in the memo, a fault, a new object) returns 0 before writing
+ * anything, and the event goes the general way.
+ */
+static int quick_depth1;        /* set once the configuration is read (and the log opened) */
+
+static __attribute__((always_inline)) inline int
+quick_allowed(unsigned int n)
+{
+	return n == 1 && quick_depth1;
+}
+
+static __attribute__((always_inline)) inline int
+quick_event(const struct mptrack_pool *p, uintptr_t addr, void *ra, int get)
+{
+	unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+	struct mptrack_obj *o;
+	struct finder fd;
+	uint64_t w;
+
+	if (UNLIKELY(tls.ra_memo[m].ra != (uintptr_t)ra) || UNLIKELY(!finder_load(p, &fd)) ||
+	    UNLIKELY((o = finder_lookup(&fd, addr)) == NULL))
+		return 0;
+	w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
+	if (UNLIKELY((uint32_t)w != (get ? MPTRACK_STATE_FREE : MPTRACK_STATE_IN_USE)))
+		return 0;
+	if (get)
+		__atomic_store_n(&o->state_allocs, w - MPTRACK_STATE_FREE +
+				 ((1ull << 32) | MPTRACK_STATE_IN_USE), __ATOMIC_RELEASE);
+	else
+		__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
+	{
+		struct mptrack_stamp st;
+		memcpy(&st, &tls.ra_memo[m].who, 8);
+		st.tsc = now_tsc();
+		stamp_store(get ? &o->alloc : &o->free, stamp_block_of(&st));
+	}
+	return 1;
+}
+
 /* ------------------------------------------------------------ ops wrappers */
 
 static struct rte_mempool_ops orig_ops[RTE_MEMPOOL_MAX_OPS_IDX];
@@ -1463,7 +1514,8 @@ w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
 {
 	struct mptrack_pool *p = pool_lookup(mp);
 
-	if (p != NULL)
+	if (p != NULL && !(quick_allowed(n) &&
+			   quick_event(p, (uintptr_t)objs[0], __builtin_return_address(0), 0)))
 		track_put(p, objs, n, __builtin_return_address(0));
 	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
 }
@@ -1481,7 +1533,8 @@ w_dequeue(struct rte_mempool *mp, void **objs, unsigned int n)
 	if (UNLIKELY(n == 0) && p != NULL && p->cache_size != 0)
 		return 0;
 	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
-	if (ret == 0 && p != NULL)
+	if (ret == 0 && p != NULL && !(quick_allowed(n) &&
+				       quick_event(p, (uintptr_t)objs[0], __builtin_return_address(0), 1)))
 		track_get(p, objs, n, __builtin_return_address(0));
 	return ret;
 }
@@ -2736,6 +2789,8 @@ __attribute__((constructor)) static void
 agent_start(void)
 {
 	config_init();
+	/* log_on only goes from 1 to 0 later (a write error), or back to 1 in a forked child */
+	quick_depth1 = cfg.depth == 1 && cfg.sample <= 1 && !strict_state && !log_on;
 	patch_all_ops();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
