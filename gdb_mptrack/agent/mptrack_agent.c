@@ -744,11 +744,40 @@ event_stack(void *ra, int nested)
 
 /* ---------------------------------------------------------------- pools */
 
+/*
+ * Object index without the chunk loop.  A pool's chunk maps are what readers
+ * use, but finding the chunk is a loop over up to max_chunks chunks (a pool
+ * populated page by page, without IOVA-contiguous memory, has one chunk per
+ * page; a hugepage pool one per page that is not contiguous with the last).
+ * Once a pool is fully populated, the agent builds a private direct map of
+ * its whole address span (per 1 << shift bytes, as the chunk maps, but the
+ * byte offset of the object's entry + 1 entry instead of its index + 1), if
+ * the span is at most 4 times the chunks' memory: a get or put then costs one
+ * range check, one load, one add and one compare, however many chunks.  (An index computed from DPDK's regular page layout, without the
+ * map's load, was measured slower: more instructions for a load that hits
+ * the cache.)  Pools populated in several steps, or given tables by attach,
+ * use the chunk list until fast_index_build() is called for them.
+ */
+struct fast_index {
+	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
+	uintptr_t lo;           /* the span: [lo, lo + span) */
+	uint64_t span;
+	const uint32_t *map;    /* per 1 << shift bytes: (object index + 1) * sizeof(struct mptrack_obj), 0 none */
+	uint32_t shift;
+	char *before_objs;      /* the pool's objects - 1 (map values are offsets from there) */
+	size_t map_bytes;
+};
+
+static struct fast_index fast_index[MPTRACK_MAX_POOLS];
+
 #define MAP_SLOTS 1024
-static struct {
+struct pool_entry {
 	uintptr_t mp;                   /* key; never cleared */
 	struct mptrack_pool *pool;      /* NULL: not tracked (any more) */
-} pool_map[MAP_SLOTS];
+	const struct fast_index *fi;    /* &fast_index[pool->slot], stored before pool */
+	uintptr_t reserved;
+};
+static struct pool_entry pool_map[MAP_SLOTS];
 
 static inline uint32_t
 mp_slot(uintptr_t mp)
@@ -756,8 +785,9 @@ mp_slot(uintptr_t mp)
 	return (uint32_t)((mp >> 6) * 0x9e3779b97f4a7c15ull >> 54) & (MAP_SLOTS - 1);
 }
 
-static inline struct mptrack_pool *
-pool_lookup(const struct rte_mempool *mp)
+/* mp's entry in the pool map, or NULL. */
+static inline const struct pool_entry *
+pool_entry_of(const struct rte_mempool *mp)
 {
 	uintptr_t key = (uintptr_t)mp;
 	uint32_t i = mp_slot(key);
@@ -765,11 +795,32 @@ pool_lookup(const struct rte_mempool *mp)
 	for (unsigned int probe = 0; probe < MAP_SLOTS; probe++, i = (i + 1) & (MAP_SLOTS - 1)) {
 		uintptr_t k = A_LOAD(&pool_map[i].mp);
 		if (k == key)
-			return A_LOAD(&pool_map[i].pool);
+			return &pool_map[i];
 		if (k == 0)
 			return NULL;
 	}
 	return NULL;
+}
+
+/* mp's record if the agent tracks mp, else NULL; *fi its fast index entry. */
+static inline struct mptrack_pool *
+pool_lookup_fi(const struct rte_mempool *mp, const struct fast_index **fi)
+{
+	const struct pool_entry *e = pool_entry_of(mp);
+	struct mptrack_pool *p;
+
+	if (e == NULL || (p = A_LOAD(&e->pool)) == NULL)
+		return NULL;
+	*fi = e->fi;
+	return p;
+}
+
+static inline struct mptrack_pool *
+pool_lookup(const struct rte_mempool *mp)
+{
+	const struct pool_entry *e = pool_entry_of(mp);
+
+	return e == NULL ? NULL : A_LOAD(&e->pool);
 }
 
 /* Under slow_lock. */
@@ -782,6 +833,8 @@ pool_map_set(const struct rte_mempool *mp, struct mptrack_pool *p)
 	for (unsigned int probe = 0; probe < MAP_SLOTS; probe++, i = (i + 1) & (MAP_SLOTS - 1)) {
 		uintptr_t k = pool_map[i].mp;
 		if (k == key || k == 0) {
+			if (p != NULL)
+				pool_map[i].fi = &fast_index[p->slot];
 			A_STORE(&pool_map[i].pool, p);
 			if (k == 0)
 				A_STORE(&pool_map[i].mp, key);
@@ -803,30 +856,6 @@ pool_chunks(const struct mptrack_pool *p)
 	return (struct mptrack_chunk *)(uintptr_t)p->chunks;
 }
 
-/*
- * Object index without the chunk loop.  A pool's chunk maps are what readers
- * use, but finding the chunk is a loop over up to max_chunks chunks (a pool
- * populated page by page, without IOVA-contiguous memory, has one chunk per
- * page; a hugepage pool one per page that is not contiguous with the last).
- * Once a pool is fully populated, the agent builds a private direct map of
- * its whole address span (per 1 << shift bytes, as the chunk maps, but the
- * byte offset of the object's entry + 1 entry instead of its index + 1), if
- * the span is at most 4 times the chunks' memory: a get or put then costs one
- * range check, one load, one add and one compare, however many chunks.  (An index computed from DPDK's regular page layout, without the
- * map's load, was measured slower: more instructions for a load that hits
- * the cache.)  Pools populated in several steps, or given tables by attach,
- * use the chunk list until fast_index_build() is called for them.
- */
-struct fast_index {
-	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
-	uintptr_t lo;           /* the span: [lo, lo + span) */
-	uint64_t span;
-	const uint32_t *map;    /* per 1 << shift bytes: (object index + 1) * sizeof(struct mptrack_obj), 0 none */
-	uint32_t shift;
-	size_t map_bytes;
-};
-
-static struct fast_index fast_index[MPTRACK_MAX_POOLS];
 
 /* A pool takes slot (under slow_lock): forget the previous pool's index. */
 static void
@@ -878,6 +907,7 @@ fast_index_build(struct mptrack_pool *p)
 	f->span = hi - lo;
 	f->map = map;
 	f->shift = p->shift;
+	f->before_objs = (char *)(pool_objs(p) - 1);
 	A_STORE(&f->p, p);
 	if (cfg.verbose)
 		say("mptrack-agent: pool \"%s\": objects indexed by an address map (chunks: %u)\n",
@@ -897,19 +927,17 @@ struct finder {
 	char *before_objs;      /* one entry before the pool's first */
 };
 
-/* Copy p's address map into *fd; 0 if p has none (yet). */
+/* Copy p's address map (in f, its fast index entry) into *fd; 0 if p has none (yet). */
 static inline int
-finder_load(const struct mptrack_pool *p, struct finder *fd)
+finder_load(const struct fast_index *f, const struct mptrack_pool *p, struct finder *fd)
 {
-	const struct fast_index *f = &fast_index[p->slot];
-
 	if (UNLIKELY(__atomic_load_n(&f->p, __ATOMIC_ACQUIRE) != p))
 		return 0;
 	fd->lo = f->lo;
 	fd->span = f->span;
 	fd->map = f->map;
 	fd->shift = f->shift;
-	fd->before_objs = (char *)(pool_objs(p) - 1);
+	fd->before_objs = f->before_objs;
 	return 1;
 }
 
@@ -934,7 +962,7 @@ obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 	struct finder fd;
 	uint32_t n;
 
-	if (LIKELY(finder_load(p, &fd)))
+	if (LIKELY(finder_load(&fast_index[p->slot], p, &fd)))
 		return finder_lookup(&fd, addr);
 	/* not indexed (yet): find the chunk, then its map */
 	n = A_LOAD(&p->nchunks);
@@ -1425,7 +1453,7 @@ track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 	const int strict = strict_state, logging = log_on;
 	struct finder fd;
 
-	if (LIKELY(!strict && !logging && finder_load(p, &fd)))
+	if (LIKELY(!strict && !logging && finder_load(&fast_index[p->slot], p, &fd)))
 		for (unsigned int i = 0; i < n; i++) {
 			uintptr_t addr = (uintptr_t)objs[i];
 			got_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
@@ -1446,7 +1474,7 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 	const int strict = strict_state, logging = log_on;
 	struct finder fd;
 
-	if (LIKELY(!strict && !logging && finder_load(p, &fd)))
+	if (LIKELY(!strict && !logging && finder_load(&fast_index[p->slot], p, &fd)))
 		for (unsigned int i = 0; i < n; i++) {
 			uintptr_t addr = (uintptr_t)objs[i];
 			put_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
@@ -1477,14 +1505,17 @@ quick_allowed(unsigned int n)
 }
 
 static __attribute__((always_inline)) inline int
-quick_event(const struct mptrack_pool *p, uintptr_t addr, void *ra, int get)
+quick_event(const struct mptrack_pool *p, const struct fast_index *fi, uintptr_t addr, void *ra,
+	    int get)
 {
 	unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+	const uintptr_t memo_ra = tls.ra_memo[m].ra;
+	const uint64_t who = tls.ra_memo[m].who;
 	struct mptrack_obj *o;
 	struct finder fd;
 	uint64_t w;
 
-	if (UNLIKELY(tls.ra_memo[m].ra != (uintptr_t)ra) || UNLIKELY(!finder_load(p, &fd)) ||
+	if (UNLIKELY(memo_ra != (uintptr_t)ra) || UNLIKELY(!finder_load(fi, p, &fd)) ||
 	    UNLIKELY((o = finder_lookup(&fd, addr)) == NULL))
 		return 0;
 	w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
@@ -1497,7 +1528,7 @@ quick_event(const struct mptrack_pool *p, uintptr_t addr, void *ra, int get)
 		__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
 	{
 		struct mptrack_stamp st;
-		memcpy(&st, &tls.ra_memo[m].who, 8);
+		memcpy(&st, &who, 8);
 		st.tsc = now_tsc();
 		stamp_store(get ? &o->alloc : &o->free, stamp_block_of(&st));
 	}
@@ -1509,34 +1540,59 @@ quick_event(const struct mptrack_pool *p, uintptr_t addr, void *ra, int get)
 static struct rte_mempool_ops orig_ops[RTE_MEMPOOL_MAX_OPS_IDX];
 static int patched[RTE_MEMPOOL_MAX_OPS_IDX];
 
-static int
-w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
+/*
+ * The wrappers' common paths (a pool not tracked; a quick put) end in a tail
+ * call of the driver and keep nothing across a call; what does is in the
+ * noinline functions below (their frames return where the wrapper's would:
+ * the unwinders see the same caller).
+ */
+static __attribute__((noinline)) int
+w_enqueue_tracked(struct mptrack_pool *p, struct rte_mempool *mp, void *const *objs,
+		  unsigned int n, void *ra)
 {
-	struct mptrack_pool *p = pool_lookup(mp);
-
-	if (p != NULL && !(quick_allowed(n) &&
-			   quick_event(p, (uintptr_t)objs[0], __builtin_return_address(0), 0)))
-		track_put(p, objs, n, __builtin_return_address(0));
+	track_put(p, objs, n, ra);
 	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
 }
 
 static int
-w_dequeue(struct rte_mempool *mp, void **objs, unsigned int n)
+w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
 {
-	struct mptrack_pool *p = pool_lookup(mp);
+	const struct fast_index *fi;
+	struct mptrack_pool *p = pool_lookup_fi(mp, &fi);
+
+	if (p != NULL && !(quick_allowed(n) &&
+			   quick_event(p, fi, (uintptr_t)objs[0], __builtin_return_address(0), 0)))
+		return w_enqueue_tracked(p, mp, objs, n, __builtin_return_address(0));
+	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
+}
+
+static __attribute__((noinline)) int
+w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rte_mempool *mp,
+		  void **objs, unsigned int n, void *ra)
+{
 	int ret;
 
 	/*
 	 * A get of 0 objects succeeds from a per-lcore cache, but most drivers
 	 * fail it: keep the cached behaviour of a pool whose cache we turned off.
 	 */
-	if (UNLIKELY(n == 0) && p != NULL && p->cache_size != 0)
+	if (UNLIKELY(n == 0) && p->cache_size != 0)
 		return 0;
 	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
-	if (ret == 0 && p != NULL && !(quick_allowed(n) &&
-				       quick_event(p, (uintptr_t)objs[0], __builtin_return_address(0), 1)))
-		track_get(p, objs, n, __builtin_return_address(0));
+	if (ret == 0 && !(quick_allowed(n) && quick_event(p, fi, (uintptr_t)objs[0], ra, 1)))
+		track_get(p, objs, n, ra);
 	return ret;
+}
+
+static int
+w_dequeue(struct rte_mempool *mp, void **objs, unsigned int n)
+{
+	const struct fast_index *fi;
+	struct mptrack_pool *p = pool_lookup_fi(mp, &fi);
+
+	if (p != NULL)
+		return w_dequeue_tracked(p, fi, mp, objs, n, __builtin_return_address(0));
+	return orig_ops[mp->ops_index].dequeue(mp, objs, n);
 }
 
 static int
