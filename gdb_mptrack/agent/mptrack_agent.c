@@ -1488,34 +1488,47 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 }
 
 /*
- * The quick path of a get or put of one object at depth 1 (the caller only,
- * no sampling, no strict states, no log), inlined in the ops wrappers: the
- * caller's stack id and lcore come from the per-thread memo as the stamp's
- * first 8 bytes, and only the common transition is handled here (free to in
- * use, in use to free, in a pool with an address map).  Anything else (a
- * caller not in the memo, a fault, a new object) returns 0 before writing
- * anything, and the event goes the general way.
+ * The quick path of a get or put of one object at depth 1 or 0 (the caller
+ * only or no stack, no sampling, no strict states, no log), inlined in the ops
+ * wrappers: at depth 1 the caller's stack id and lcore come from the
+ * per-thread memo as the stamp's first 8 bytes, and only the common
+ * transition is handled here (free to in use, in use to free, in a pool with
+ * an address map).  Anything else (a caller not in the memo, a fault, a new
+ * object) returns 0 before writing anything, and the event goes the general
+ * way.
  */
-static int quick_depth1;        /* set once the configuration is read (and the log opened) */
+static int quick_ok;    /* set once the configuration is read (and the log opened) */
 
 static __attribute__((always_inline)) inline int
 quick_allowed(unsigned int n)
 {
-	return n == 1 && quick_depth1;
+	return n == 1 && quick_ok;
+}
+
+/* *who: the first 8 bytes of this event's stamp (stack id, lcore); 0: go the general way. */
+static __attribute__((always_inline)) inline int
+quick_who(void *ra, uint64_t *who)
+{
+	unsigned int m;
+
+	if (cfg.depth == 0) {
+		*who = (uint64_t)cur_lcore() << 32;
+		return tls.lcore != 0xffffffffu;
+	}
+	m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+	*who = tls.ra_memo[m].who;
+	return tls.ra_memo[m].ra == (uintptr_t)ra;
 }
 
 static __attribute__((always_inline)) inline int
 quick_event(const struct mptrack_pool *p, const struct fast_index *fi, uintptr_t addr, void *ra,
 	    int get)
 {
-	unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
-	const uintptr_t memo_ra = tls.ra_memo[m].ra;
-	const uint64_t who = tls.ra_memo[m].who;
 	struct mptrack_obj *o;
 	struct finder fd;
-	uint64_t w;
+	uint64_t w, who;
 
-	if (UNLIKELY(memo_ra != (uintptr_t)ra) || UNLIKELY(!finder_load(fi, p, &fd)) ||
+	if (UNLIKELY(!quick_who(ra, &who)) || UNLIKELY(!finder_load(fi, p, &fd)) ||
 	    UNLIKELY((o = finder_lookup(&fd, addr)) == NULL))
 		return 0;
 	w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
@@ -2846,7 +2859,7 @@ agent_start(void)
 {
 	config_init();
 	/* log_on only goes from 1 to 0 later (a write error), or back to 1 in a forked child */
-	quick_depth1 = cfg.depth == 1 && cfg.sample <= 1 && !strict_state && !log_on;
+	quick_ok = cfg.depth <= 1 && cfg.sample <= 1 && !strict_state && !log_on;
 	patch_all_ops();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
