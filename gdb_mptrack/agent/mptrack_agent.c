@@ -1445,8 +1445,9 @@ event_begin(void *ra)
 	return st;
 }
 
-static __attribute__((noinline)) void
-track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
+/* A get (got_one) or a put (put_one) of objs[0..n): get is a constant where it is inlined. */
+static __attribute__((always_inline)) inline void
+track_event(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra, int get)
 {
 	const struct mptrack_stamp st = event_begin(ra);
 	const stamp_block sb = stamp_block_of(&st);
@@ -1456,35 +1457,34 @@ track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
 	if (LIKELY(!strict && !logging && finder_load(&fast_index[p->slot], p, &fd)))
 		for (unsigned int i = 0; i < n; i++) {
 			uintptr_t addr = (uintptr_t)objs[i];
-			got_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
+			struct mptrack_obj *o = finder_lookup(&fd, addr);
+			if (get)
+				got_one(p, o, addr, &st, sb, 0, 0, ra);
+			else
+				put_one(p, o, addr, &st, sb, 0, 0, ra);
 		}
 	else
 		for (unsigned int i = 0; i < n; i++) {
 			uintptr_t addr = (uintptr_t)objs[i];
-			got_one(p, obj_lookup(p, addr), addr, &st, sb, strict, logging, ra);
+			struct mptrack_obj *o = obj_lookup(p, addr);
+			if (get)
+				got_one(p, o, addr, &st, sb, strict, logging, ra);
+			else
+				put_one(p, o, addr, &st, sb, strict, logging, ra);
 		}
 	tls.busy--;
 }
 
 static __attribute__((noinline)) void
+track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
+{
+	track_event(p, objs, n, ra, 1);
+}
+
+static __attribute__((noinline)) void
 track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
 {
-	const struct mptrack_stamp st = event_begin(ra);
-	const stamp_block sb = stamp_block_of(&st);
-	const int strict = strict_state, logging = log_on;
-	struct finder fd;
-
-	if (LIKELY(!strict && !logging && finder_load(&fast_index[p->slot], p, &fd)))
-		for (unsigned int i = 0; i < n; i++) {
-			uintptr_t addr = (uintptr_t)objs[i];
-			put_one(p, finder_lookup(&fd, addr), addr, &st, sb, 0, 0, ra);
-		}
-	else
-		for (unsigned int i = 0; i < n; i++) {
-			uintptr_t addr = (uintptr_t)objs[i];
-			put_one(p, obj_lookup(p, addr), addr, &st, sb, strict, logging, ra);
-		}
-	tls.busy--;
+	track_event(p, objs, n, ra, 0);
 }
 
 /*
