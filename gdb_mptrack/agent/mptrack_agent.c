@@ -753,16 +753,17 @@ event_stack(void *ra, int nested)
  * its whole address span (per 1 << shift bytes, as the chunk maps, but the
  * byte offset of the object's entry + 1 entry instead of its index + 1), if
  * the span is at most 4 times the chunks' memory: a get or put then costs one
- * range check, one load, one add and one compare, however many chunks.  (An index computed from DPDK's regular page layout, without the
- * map's load, was measured slower: more instructions for a load that hits
- * the cache.)  Pools populated in several steps, or given tables by attach,
- * use the chunk list until fast_index_build() is called for them.
+ * range check, one load, one add and one compare, however many chunks.  (An
+ * index computed from DPDK's regular page layout, without the map's load, was
+ * measured slower: more instructions for a load that hits the cache.)  Pools
+ * populated in several steps, or given tables by attach, use the chunk list
+ * until fast_index_build() is called for them.
  */
 struct fast_index {
 	const struct mptrack_pool *p;   /* the pool it was built for; NULL: none */
 	uintptr_t lo;           /* the span: [lo, lo + span) */
 	uint64_t span;
-	const uint32_t *map;    /* per 1 << shift bytes: (object index + 1) * sizeof(struct mptrack_obj), 0 none */
+	const uint32_t *map;    /* per 1 << shift bytes: (index + 1) * entry size, 0 none */
 	uint32_t shift;
 	char *before_objs;      /* the pool's objects - 1 (map values are offsets from there) */
 	size_t map_bytes;
