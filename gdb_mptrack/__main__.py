@@ -35,6 +35,8 @@ def main(argv=None):
     rep.add_argument("--maps", metavar="MAPS", help="the target's /proc/PID/maps (default: from FILE)")
     rep.add_argument("--paths", metavar="DIR:DIR", help="where to look for the target's binaries")
     rep.add_argument("--format", choices=["table", "csv", "json", "callgrind", "folded"], default="table")
+    rep.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                     help="colour the table format (auto: on a terminal)")
     args = parser.parse_args(argv)
     if args.command == "gdbinit":
         print(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gdbinit.py"))

@@ -1,7 +1,7 @@
 """Offline reports from the preload agent's files: no gdb, no target process.
 
 ``python3 -m gdb_mptrack report FILE [--maps MAPS] [--paths DIR:DIR]
-[--format table|csv|json|callgrind|folded]``
+[--format table|csv|json|callgrind|folded] [--color auto|always|never]``
 
 FILE is either an event log (``MPTRACK_LOG``, starts with ``MPTLOG1``) or a
 SIGRTMIN dump (``MPTRACK_DUMP``, CSV).  The report lists what is still in use
@@ -11,7 +11,10 @@ line tables) in the binaries named by the target's ``/proc/PID/maps``: the log
 carries the maps, a dump has ``FILE.maps`` beside it, ``--maps`` overrides
 both.  ``--paths`` lists directories where the binaries are looked up by base
 name (and by their full path under each directory) before their recorded path,
-for reports made on another machine.
+for reports made on another machine.  The table format starts with summary
+tables (tabulate) of the leak groups and faults, then each one's backtrace; it
+is coloured (pygments, report_colour.py) on a terminal or with ``--color
+always``.
 
 The log layout is documented in ``gdb_mptrack/agent/mptrack_agent.h``.
 """
@@ -479,27 +482,46 @@ def render(trace: Trace, fmt: str, sym: Symbolizer) -> str:
                 out.write(f"fn={caller}\ncfn={callee}\ncalls={g.count} 0\n0 {g.count} {g.bytes}\n\n")
             out.write(f"fn={frames[-1]}\n0 {g.count} {g.bytes}\n\n")
     else:
-        out.write(f"{trace.source}: pid {trace.pid or '?'}, {len(trace.blocks)} objects or blocks "
-                  f"in use in {len(groups)} groups")
-        if trace.lost:
-            out.write(f", {trace.lost} events lost")
-        out.write("\n")
-        for g in groups:
-            age = _age(trace, g)
-            out.write(f"\n{g.count} in use from pool {g.pool}"
-                      + (f", {g.bytes} bytes" if g.bytes else "")
-                      + (f", oldest {age:.3f} s" if age is not None else "") + "\n")
-            for i, name in enumerate(names(g.frames)):
-                out.write(f"    #{i} {name}\n")
-            if not g.frames:
-                out.write("    (no backtrace recorded)\n")
-        if trace.faults:
-            out.write(f"\n{len(trace.faults)} faults\n")
-            for k, p, a, fr in trace.faults:
-                out.write(f"\n{k}: pool {p} object {a:#x}\n")
-                for i, name in enumerate(names(fr)):
-                    out.write(f"    #{i} {name}\n")
+        _table(out, trace, groups, names)
     return out.getvalue()
+
+
+def _table(out, trace: Trace, groups: list[Group], names) -> None:
+    """The table format: summaries (tabulate), then every group's and fault's backtrace."""
+    from tabulate import tabulate
+    out.write(f"{trace.source}: pid {trace.pid or '?'}, {len(trace.blocks)} objects or blocks "
+              f"in use in {len(groups)} groups")
+    if trace.lost:
+        out.write(f", {trace.lost} events lost")
+    out.write("\n")
+    if groups:
+        rows = []
+        for i, g in enumerate(groups, 1):
+            age = _age(trace, g)
+            rows.append([i, g.count, g.bytes or "", g.pool, "" if age is None else f"{age:.3f}",
+                         names(g.frames[:1])[0] if g.frames else "(no backtrace)"])
+        out.write("\n" + tabulate(rows, headers=["group", "in use", "bytes", "pool", "oldest (s)",
+                                                 "allocated at"], disable_numparse=True) + "\n")
+    if trace.faults:
+        rows = [[k, p, f"{a:#x}", names(fr[:1])[0] if fr else "(no backtrace)"]
+                for k, p, a, fr in trace.faults]
+        out.write("\n" + tabulate(rows, headers=["fault", "pool", "object", "at"],
+                                  disable_numparse=True) + "\n")
+    for g in groups:
+        age = _age(trace, g)
+        out.write(f"\n{g.count} in use from pool {g.pool}"
+                  + (f", {g.bytes} bytes" if g.bytes else "")
+                  + (f", oldest {age:.3f} s" if age is not None else "") + "\n")
+        for i, name in enumerate(names(g.frames)):
+            out.write(f"    #{i} {name}\n")
+        if not g.frames:
+            out.write("    (no backtrace recorded)\n")
+    if trace.faults:
+        out.write(f"\n{len(trace.faults)} faults\n")
+        for k, p, a, fr in trace.faults:
+            out.write(f"\n{k}: pool {p} object {a:#x}\n")
+            for i, name in enumerate(names(fr)):
+                out.write(f"    #{i} {name}\n")
 
 
 def main(args) -> int:
@@ -520,5 +542,9 @@ def main(args) -> int:
         text = render(trace, args.format, Symbolizer(maps, paths))
     except ReportError as exc:
         sys.exit(f"gdb_mptrack: {exc}")
+    color = getattr(args, "color", "never")
+    if args.format == "table" and (color == "always" or (color == "auto" and sys.stdout.isatty())):
+        from .report_colour import colour
+        text = colour(text)
     sys.stdout.write(text)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,22 @@ def test_dump_input_and_other_formats(leak_log):
     assert "cfn=leak_block+" in cg
 
 
+def test_table_summary_and_colour(leak_log):
+    """The table format starts with a tabulate summary; --color always colours the same text."""
+    _, dump, truth = leak_log
+    plain = report(dump, "--color", "never").stdout
+    lines = plain.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["group", "in", "use"])
+    first = lines[header + 2]
+    assert first.split()[:4] == ["1", "5", "500", "rte_malloc"] and " leak_block+" in first, plain
+    assert "\x1b[" not in plain
+    assert report(dump).stdout == plain    # auto: stdout is not a terminal here
+    coloured = report(dump, "--color", "always").stdout
+    assert "\x1b[" in coloured and re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
+    # other formats are never coloured
+    assert "\x1b[" not in report(dump, "--format", "csv", "--color", "always").stdout
+
+
 def test_binaries_found_under_paths(leak_log, agent_programs, tmp_path):
     """Maps that name a path this machine lacks: --paths finds the binary by name."""
     _, dump, _ = leak_log
@@ -89,6 +106,10 @@ def test_faults_from_the_log(agent, agent_programs, tmp_path):
     (f,) = data["faults"]
     assert f["kind"] == "duplicate free" and f["pool"] == "agent_pool"
     assert f["backtrace"][0].startswith("give_back_again+")
+    table = report(log).stdout.splitlines()
+    header = table.index(next(line for line in table if line.split()[:2] == ["fault", "pool"]))
+    row = table[header + 2].split()
+    assert row[:3] == ["duplicate", "free", "agent_pool"] and row[4].startswith("give_back_again+")
 
 
 def test_not_a_log_is_one_line(tmp_path):
