@@ -612,7 +612,7 @@ capture(void *ra, uint64_t *out, int full)
 	}
 	if (cfg.unwinder == UNW_CFI) {
 		uint32_t tag;
-		int n = mpt_unwind(ra, out, cfg.depth, &tag);
+		int n = mpt_unwind(ra, NULL, out, cfg.depth, &tag);
 		if (n >= 0 && tag != 0 && (n = stack_frames(tag, out)) > 0)
 			return (unsigned int)n;
 		if (n >= 0) {
@@ -680,7 +680,7 @@ cur_lcore(void)
 
 /* The stack id of an event; sampled events get the caller only. */
 static __attribute__((noinline)) uint32_t
-event_stack_slow(void *ra, int nested)
+event_stack_slow(void *ra, const void *sp, int nested)
 {
 	uint64_t f[MPTRACK_MAX_DEPTH];
 	unsigned int n;
@@ -709,7 +709,7 @@ event_stack_slow(void *ra, int nested)
 	}
 	if (cfg.unwinder == UNW_CFI) {
 		uint32_t tag, id;
-		int k = mpt_unwind(ra, f, cfg.depth, &tag);
+		int k = mpt_unwind(ra, sp, f, cfg.depth, &tag);
 		if (LIKELY(k >= 0)) {
 			if (tag != 0) {
 				id = tag;   /* the same walk as a memoised one */
@@ -732,14 +732,14 @@ event_stack_slow(void *ra, int nested)
 
 /* event_stack_slow() with the caller-only memo's hit inlined (depth 1). */
 static __attribute__((always_inline)) inline uint32_t
-event_stack(void *ra, int nested)
+event_stack(void *ra, const void *sp, int nested)
 {
 	if (cfg.depth == 1 && cfg.sample <= 1) {
 		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
 		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
 			return (uint32_t)tls.ra_memo[m].who;
 	}
-	return event_stack_slow(ra, nested);
+	return event_stack_slow(ra, sp, nested);
 }
 
 /* ---------------------------------------------------------------- pools */
@@ -1433,7 +1433,7 @@ put_one(struct mptrack_pool *p, struct mptrack_obj *o, uintptr_t addr,
 
 /* This event's stamp; marks the thread busy in the agent (event_done() clears it). */
 static __attribute__((always_inline)) inline struct mptrack_stamp
-event_begin(void *ra)
+event_begin(void *ra, const void *sp)
 {
 	struct mptrack_stamp st;
 	int nested;
@@ -1442,15 +1442,16 @@ event_begin(void *ra)
 	st.reserved = 0;
 	st.tsc = now_tsc();
 	nested = tls.busy++;
-	st.stack = event_stack(ra, nested);
+	st.stack = event_stack(ra, sp, nested);
 	return st;
 }
 
 /* A get (got_one) or a put (put_one) of objs[0..n): get is a constant where it is inlined. */
 static __attribute__((always_inline)) inline void
-track_event(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra, int get)
+track_event(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra, const void *sp,
+	    int get)
 {
-	const struct mptrack_stamp st = event_begin(ra);
+	const struct mptrack_stamp st = event_begin(ra, sp);
 	const stamp_block sb = stamp_block_of(&st);
 	const int strict = strict_state, logging = log_on;
 	struct finder fd;
@@ -1477,15 +1478,15 @@ track_event(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra,
 }
 
 static __attribute__((noinline)) void
-track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra)
+track_get(struct mptrack_pool *p, void **objs, unsigned int n, void *ra, const void *sp)
 {
-	track_event(p, objs, n, ra, 1);
+	track_event(p, objs, n, ra, sp, 1);
 }
 
 static __attribute__((noinline)) void
-track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra)
+track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra, const void *sp)
 {
-	track_event(p, objs, n, ra, 0);
+	track_event(p, objs, n, ra, sp, 0);
 }
 
 /*
@@ -1558,13 +1559,16 @@ static int patched[RTE_MEMPOOL_MAX_OPS_IDX];
  * The wrappers' common paths (a pool not tracked; a quick put) end in a tail
  * call of the driver and keep nothing across a call; what does is in the
  * noinline functions below (their frames return where the wrapper's would:
- * the unwinders see the same caller).
+ * the unwinders see the same caller).  Their frame address + 16 is then the
+ * caller's stack pointer, which spares the cfi unwinder its walk up the
+ * agent's frames (it checks the return address below it first).
  */
+#define CALLER_SP() ((const void *)((const uintptr_t *)__builtin_frame_address(0) + 2))
 static __attribute__((noinline)) int
 w_enqueue_tracked(struct mptrack_pool *p, struct rte_mempool *mp, void *const *objs,
 		  unsigned int n, void *ra)
 {
-	track_put(p, objs, n, ra);
+	track_put(p, objs, n, ra, CALLER_SP());
 	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
 }
 
@@ -1594,7 +1598,7 @@ w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rt
 		return 0;
 	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
 	if (ret == 0 && !(quick_allowed(n) && quick_event(p, fi, (uintptr_t)objs[0], ra, 1)))
-		track_get(p, objs, n, ra);
+		track_get(p, objs, n, ra, CALLER_SP());
 	return ret;
 }
 
@@ -1624,7 +1628,7 @@ w_dequeue_contig_blocks(struct rte_mempool *mp, void **first, unsigned int n)
 		for (unsigned int b = 0; b < n; b++)
 			for (unsigned int j = 0; j < info.contig_block_size; j++) {
 				void *obj = (char *)first[b] + j * stride;
-				track_get(p, &obj, 1, __builtin_return_address(0));
+				track_get(p, &obj, 1, __builtin_return_address(0), NULL);
 			}
 	}
 	return ret;
@@ -1877,7 +1881,7 @@ block_alloc(void *ptr, size_t size, void *ra)
 	b = block_slot((uintptr_t)ptr, 1);
 	if (b != NULL) {
 		b->size = size;
-		b->alloc_stack = event_stack(ra, nested);
+		b->alloc_stack = event_stack(ra, NULL, nested);
 		b->alloc_lcore = cur_lcore();
 		b->alloc_tsc = now_tsc();
 		mgen[b - mslots]++;
@@ -1978,7 +1982,7 @@ block_free(void *ptr, void *ra)
 	b = block_slot((uintptr_t)ptr, 0);
 	if (b != NULL && A_CAS(&b->state, &expect, 1)) {
 		int nested = tls.busy++;
-		b->free_stack = event_stack(ra, nested);
+		b->free_stack = event_stack(ra, NULL, nested);
 		b->free_lcore = cur_lcore();
 		b->free_tsc = now_tsc();
 		if (log_on)

@@ -875,7 +875,7 @@ walk(struct thread_state *t, struct memo *m, uintptr_t pc, uintptr_t sp, uintptr
 }
 
 int
-mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
+mpt_unwind(void *ra, const void *caller_sp, uint64_t *out, unsigned int max, uint32_t *tag)
 {
 	struct thread_state *t = thread_state();
 	uintptr_t *fp = __builtin_frame_address(0);
@@ -890,16 +890,22 @@ mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag)
 	hi = t->hi;
 	if (UNLIKELY(lo < t->lo || lo >= hi))
 		return -1;
-	/* the agent's own frames (frame pointers) up to the one ra returns from */
-	for (int k = 0;; k++) {
-		if (k == 16 || (uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi || ((uintptr_t)fp & 7))
-			return -1;
-		if (fp[1] == pc)
-			break;
-		fp = (uintptr_t *)fp[0];
+	sp = (uintptr_t)caller_sp;
+	if (sp > lo + 16 && sp <= hi && !(sp & 7) && ((const uintptr_t *)sp)[-1] == pc) {
+		bp = ((const uintptr_t *)sp)[-2];
+	} else {
+		/* the agent's own frames (frame pointers) up to the one ra returns from */
+		for (int k = 0;; k++) {
+			if (k == 16 || (uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi ||
+			    ((uintptr_t)fp & 7))
+				return -1;
+			if (fp[1] == pc)
+				break;
+			fp = (uintptr_t *)fp[0];
+		}
+		sp = (uintptr_t)(fp + 2);
+		bp = fp[0];
 	}
-	sp = (uintptr_t)(fp + 2);
-	bp = fp[0];
 	if (LIKELY(memo_depth != 0 && max <= memo_depth)) {
 		m = &t->memo[memo_index(pc, sp)];
 		if (m->tag != 0 && m->pc == pc && m->sp == sp && m->n <= max &&

@@ -37,8 +37,13 @@ int mpt_unwind_init(unsigned long rules, unsigned int depth, int counting);
  * filled, the caller reuses what it stored), or 0 after a fresh walk; then
  * mpt_unwind_memo_store(tag) attaches a nonzero tag to it.  Not re-entrant on
  * one thread (the agent's recursion guard ensures that).
+ *
+ * caller_sp, when not NULL, is where the agent frame that returns to ra
+ * keeps its return address + 8 (its frame address + 16): the stack pointer of
+ * ra's function.  It spares the walk up the agent's own frames; it is used
+ * only if the word below it is ra and it lies in the live stack.
  */
-int mpt_unwind(void *ra, uint64_t *out, unsigned int max, uint32_t *tag);
+int mpt_unwind(void *ra, const void *caller_sp, uint64_t *out, unsigned int max, uint32_t *tag);
 void mpt_unwind_memo_store(uint32_t tag);
 
 /* Counters, for the agent's verbose report and the tests. */
