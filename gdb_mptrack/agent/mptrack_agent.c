@@ -1490,14 +1490,16 @@ track_put(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra, c
 }
 
 /*
- * The quick path of a get or put of one object at depth 1 or 0 (the caller
- * only or no stack, no sampling, no strict states, no log), inlined in the ops
- * wrappers: at depth 1 the caller's stack id and lcore come from the
- * per-thread memo as the stamp's first 8 bytes, and only the common
+ * The quick path of a get or put of one object (no sampling, no strict
+ * states, no log; at depth 2 or more, the cfi unwinder), inlined in the ops
+ * wrappers.  The stamp's first 8 bytes (stack id, lcore) come ready made: at
+ * depth 1 from the per-thread memo of callers, at depth 2 or more from the
+ * cfi unwinder's memo of walks (a lookup only: the stack words it read must
+ * read the same), at depth 0 from the lcore alone.  Only the common
  * transition is handled here (free to in use, in use to free, in a pool with
- * an address map).  Anything else (a caller not in the memo, a fault, a new
+ * an address map).  Anything else (a stack not in the memo, a fault, a new
  * object) returns 0 before writing anything, and the event goes the general
- * way.
+ * way, which fills the memos.
  */
 static int quick_ok;    /* set once the configuration is read (and the log opened) */
 
@@ -1507,30 +1509,40 @@ quick_allowed(unsigned int n)
 	return n == 1 && quick_ok;
 }
 
-/* *who: the first 8 bytes of this event's stamp (stack id, lcore); 0: go the general way. */
+/*
+ * *who: the first 8 bytes of this event's stamp (stack id, lcore); 0: go the
+ * general way.  sp: the caller's stack pointer (CALLER_SP() of the wrapper).
+ */
 static __attribute__((always_inline)) inline int
-quick_who(void *ra, uint64_t *who)
+quick_who(void *ra, const void *sp, uint64_t *who)
 {
 	unsigned int m;
 
+	if (cfg.depth == 1) {
+		m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+		*who = tls.ra_memo[m].who;
+		return tls.ra_memo[m].ra == (uintptr_t)ra;
+	}
 	if (cfg.depth == 0) {
 		*who = (uint64_t)cur_lcore() << 32;
 		return tls.lcore != 0xffffffffu;
 	}
-	m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
-	*who = tls.ra_memo[m].who;
-	return tls.ra_memo[m].ra == (uintptr_t)ra;
+	*who = mpt_unwind_memo_lookup(ra, sp, cfg.depth);
+	if (*who == 0 || tls.lcore == 0xffffffffu)
+		return 0;
+	*who |= (uint64_t)cur_lcore() << 32;
+	return 1;
 }
 
 static __attribute__((always_inline)) inline int
 quick_event(const struct mptrack_pool *p, const struct fast_index *fi, uintptr_t addr, void *ra,
-	    int get)
+	    const void *sp, int get)
 {
 	struct mptrack_obj *o;
 	struct finder fd;
 	uint64_t w, who;
 
-	if (UNLIKELY(!quick_who(ra, &who)) || UNLIKELY(!finder_load(fi, p, &fd)) ||
+	if (UNLIKELY(!quick_who(ra, sp, &who)) || UNLIKELY(!finder_load(fi, p, &fd)) ||
 	    UNLIKELY((o = finder_lookup(&fd, addr)) == NULL))
 		return 0;
 	w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
@@ -1579,7 +1591,8 @@ w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
 	struct mptrack_pool *p = pool_lookup_fi(mp, &fi);
 
 	if (p != NULL && !(quick_allowed(n) &&
-			   quick_event(p, fi, (uintptr_t)objs[0], __builtin_return_address(0), 0)))
+			   quick_event(p, fi, (uintptr_t)objs[0], __builtin_return_address(0),
+				       CALLER_SP(), 0)))
 		return w_enqueue_tracked(p, mp, objs, n, __builtin_return_address(0));
 	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
 }
@@ -1597,7 +1610,7 @@ w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rt
 	if (UNLIKELY(n == 0) && p->cache_size != 0)
 		return 0;
 	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
-	if (ret == 0 && !(quick_allowed(n) && quick_event(p, fi, (uintptr_t)objs[0], ra, 1)))
+	if (ret == 0 && !(quick_allowed(n) && quick_event(p, fi, (uintptr_t)objs[0], ra, CALLER_SP(), 1)))
 		track_get(p, objs, n, ra, CALLER_SP());
 	return ret;
 }
@@ -2864,7 +2877,8 @@ agent_start(void)
 {
 	config_init();
 	/* log_on only goes from 1 to 0 later (a write error), or back to 1 in a forked child */
-	quick_ok = cfg.depth <= 1 && cfg.sample <= 1 && !strict_state && !log_on;
+	quick_ok = (cfg.depth <= 1 || (cfg.unwinder == UNW_CFI && !cfg.unwind_verify)) &&
+		   cfg.sample <= 1 && !strict_state && !log_on;
 	patch_all_ops();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }

@@ -787,6 +787,19 @@ memo_index(uintptr_t pc, uintptr_t sp)
 	return (unsigned int)(((pc ^ (sp << 7)) * 0x9e3779b97f4a7c15ull) >> 58) & (MEMO_SLOTS - 1);
 }
 
+/* m is a tagged walk from (pc, sp, bp) of at most max frames whose stack words all read the same. */
+static inline int
+memo_holds(const struct memo *m, uintptr_t pc, uintptr_t sp, uintptr_t bp, unsigned int max)
+{
+	uint64_t diff = 0;
+
+	if (m->tag == 0 || m->pc != pc || m->sp != sp || m->n > max || (m->need_bp && m->bp != bp))
+		return 0;
+	for (unsigned int i = 0; i < m->nreads; i++)
+		diff |= *(const volatile uint64_t *)m->reads[i].addr ^ m->reads[i].val;
+	return diff == 0;
+}
+
 /* A walk from (pc, sp, bp), reading only [lo, hi); memoised in m if not NULL. */
 static __attribute__((noinline)) int
 walk(struct thread_state *t, struct memo *m, uintptr_t pc, uintptr_t sp, uintptr_t bp,
@@ -908,16 +921,25 @@ mpt_unwind(void *ra, const void *caller_sp, uint64_t *out, unsigned int max, uin
 	}
 	if (LIKELY(memo_depth != 0 && max <= memo_depth)) {
 		m = &t->memo[memo_index(pc, sp)];
-		if (m->tag != 0 && m->pc == pc && m->sp == sp && m->n <= max &&
-		    (!m->need_bp || m->bp == bp)) {
-			uint64_t diff = 0;
-			for (unsigned int i = 0; i < m->nreads; i++)
-				diff |= *(const volatile uint64_t *)m->reads[i].addr ^ m->reads[i].val;
-			if (LIKELY(diff == 0)) {
-				*tag = m->tag;
-				return m->n;
-			}
+		if (LIKELY(memo_holds(m, pc, sp, bp, max))) {
+			*tag = m->tag;
+			return m->n;
 		}
 	}
 	return walk(t, m, pc, sp, bp, lo, hi, out, max);
+}
+
+uint32_t
+mpt_unwind_memo_lookup(void *ra, const void *caller_sp, unsigned int max)
+{
+	struct thread_state *t = tls_unw;
+	uintptr_t pc = (uintptr_t)ra, sp = (uintptr_t)caller_sp;
+	const struct memo *m;
+
+	if (UNLIKELY(t == NULL) || memo_depth == 0 || max > memo_depth ||
+	    sp <= (uintptr_t)__builtin_frame_address(0) + 16 || sp > t->hi || (sp & 7) ||
+	    ((const uintptr_t *)sp)[-1] != pc)
+		return 0;
+	m = &t->memo[memo_index(pc, sp)];
+	return memo_holds(m, pc, sp, ((const uintptr_t *)sp)[-2], max) ? m->tag : 0;
 }

@@ -46,6 +46,13 @@ int mpt_unwind_init(unsigned long rules, unsigned int depth, int counting);
 int mpt_unwind(void *ra, const void *caller_sp, uint64_t *out, unsigned int max, uint32_t *tag);
 void mpt_unwind_memo_store(uint32_t tag);
 
+/*
+ * The tag of the memoised walk from ra and caller_sp (as mpt_unwind() takes
+ * them; not NULL here) if its stack words still read the same, else 0: a
+ * lookup only, no walk and no change to the memo.
+ */
+uint32_t mpt_unwind_memo_lookup(void *ra, const void *caller_sp, unsigned int max);
+
 /* Counters, for the agent's verbose report and the tests. */
 struct mpt_unwind_stats {
 	uint64_t rules;         /* rules learned (return addresses seen) */

@@ -91,6 +91,9 @@ def test_dump_in_use_equals_truth(agent, agent_programs, tmp_path, depth):
     assert first_frames(truth["held_mbufs"], "alloc_backtrace") == {sites[1]}
     if depth == "1":
         assert {len(by_addr[int(a, 16)]["alloc_backtrace"].split()) for a in truth["held"]} == {1}
+    if depth == "8":   # the whole stack, from the unwinder's memo on the quick path too
+        assert {symbol_of(int(by_addr[int(a, 16)]["alloc_backtrace"].split()[1], 16), maps, program)
+                for a in truth["held"]} == {"churn_and_hold"}
     # a second dump after more signals still parses (the file is replaced whole)
     dump.unlink()
     assert len(dump_now(proc, dump)) == len(rows)
