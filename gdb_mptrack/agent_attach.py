@@ -11,9 +11,9 @@ attach build is the same sources compiled with ``-DMPTRACK_TLS_DYNAMIC``
 per access on the fast path, still no lock and no syscall), cached next to
 the preload build as ``libmptrack_agent-attach-HASH.so``.
 
-``attach_request`` packs ``struct mptrack_attach_req`` (mptrack_agent.c,
-section "attach / detach") for one pool: the agent takes every object of
-the pool as in use (origin unknown) except the free ones listed.
+``attach_request`` packs ``struct mptrack_attach_req`` (agent/agent_attach.c)
+for one pool: the agent takes every object of the pool as in use (origin
+unknown) except the free ones listed.
 """
 
 from __future__ import annotations

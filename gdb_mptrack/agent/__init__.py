@@ -1,7 +1,8 @@
 """Build the preload agent (``mptrack_agent.c``) and find the built library.
 
 ``preload_path()`` returns the absolute path of ``libmptrack_agent.so``
-(``mptrack_agent.c`` and its unwinder ``unwind.c``), compiling it first with
+(the core ``mptrack_agent.c``, its modules ``agent_*.c`` and its unwinder
+``unwind.c``: every ``.c`` of ``SOURCES``), compiling it first with
 ``cc`` against ``pkg-config libdpdk`` when the cached build is missing or
 stale.  A build is identified by a hash of the sources, the
 compiler command line, the compiler's version and DPDK's version, so editing a
@@ -23,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 AGENT_DIR = Path(__file__).resolve().parent
-SOURCES = ("mptrack_agent.c", "mptrack_agent.h", "unwind.c", "unwind.h")
+SOURCES = ("mptrack_agent.c", "mptrack_agent.h", "agent_private.h", "agent_malloc.c",
+           "agent_dump.c", "agent_log.c", "agent_attach.c", "unwind.c", "unwind.h")
 C_SOURCES = [name for name in SOURCES if name.endswith(".c")]
 LIBRARY = "libmptrack_agent"
 

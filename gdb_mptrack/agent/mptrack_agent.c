@@ -37,15 +37,20 @@
  *
  * The tables are documented in mptrack_agent.h and start at the exported
  * symbol mptrack_agent_tables.
+ *
+ * This file is the core: tables, configuration, stacks, pools, faults,
+ * tracking, the ops wrappers (with everything on their quick path, in this
+ * one translation unit), interposition and start.  Around it: agent_malloc.c
+ * (rte_malloc tracking), agent_dump.c (the SIGRTMIN dump), agent_log.c (the
+ * event log), agent_attach.c (attach / detach) and unwind.c (the cfi
+ * unwinder); agent_private.h declares what they share.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
-#include <link.h>
 #include <time.h>
 #include <pthread.h>
 #include <signal.h>
@@ -60,58 +65,21 @@
 
 #include <rte_cycles.h>
 #include <rte_lcore.h>
-#include <rte_malloc.h>
-#include <rte_memory.h>
 #include <rte_mempool.h>
-#include <rte_version.h>
 
+#include "agent_private.h"
 #include "mptrack_agent.h"
 #include "unwind.h"
-
-#define EXPORT __attribute__((visibility("default")))
-#define HIDDEN __attribute__((visibility("hidden")))
-#define LIKELY(x) __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* The attach build (dlopen'ed into a running process by `mptrack agent attach`)
- * is compiled with MPTRACK_TLS_DYNAMIC: there the initial-exec TLS would have
- * to fit glibc's small static TLS surplus for dlopen, and it does not. */
-#ifdef MPTRACK_TLS_DYNAMIC
-#define TLS __thread __attribute__((tls_model("global-dynamic")))
-#else
-#define TLS __thread __attribute__((tls_model("initial-exec")))
-#endif
-
-#define A_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define A_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define A_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
-#define A_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
-#define A_CAS(p, e, v) __atomic_compare_exchange_n((p), (e), (v), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 
 /* ------------------------------------------------------------------ tables */
 
 EXPORT struct mptrack_tables mptrack_agent_tables;
-#define T mptrack_agent_tables
 
-enum unwinder { UNW_NONE, UNW_CALLER, UNW_LIBUNWIND, UNW_GLIBC, UNW_FP, UNW_CFI };
 static const char *const unwinder_names[] = {"none", "caller", "libunwind", "glibc", "fp", "cfi"};
 
-static struct {
-	int ready;
-	char *pools;            /* MPTRACK_POOLS, comma-separated globs; NULL: all */
-	unsigned int depth;     /* MPTRACK_BT_DEPTH */
-	unsigned int sample;    /* MPTRACK_BT_SAMPLE */
-	int on_error;
-	int malloc_on;
-	char *dump_path;
-	char *log_path;
-	enum unwinder unwinder;
-	enum unwinder fallback; /* cfi: for the stacks it does not follow */
-	int (*unw_backtrace)(void **, int);
-	int unwind_verify;      /* MPTRACK_UNWIND_VERIFY=1: check cfi against libunwind */
-	int verbose;
-} cfg;
+struct agent_config cfg;
 
-static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faults */
+pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faults */
 
 /*
  * Timestamps.  rdtsc costs about 10 ns in this kind of VM, half an untracked
@@ -120,19 +88,9 @@ static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;  /* creation, faul
  * TSC at every event instead: coarse_tsc is then 0, as it is when the clock
  * thread cannot start or has not stored anything yet.
  */
-static uint64_t coarse_tsc;
+uint64_t coarse_tsc;     /* now_tsc() reads it: agent_private.h */
 static int clock_precise;
 static pthread_t clock_thread;
-
-static inline uint64_t
-now_tsc(void)
-{
-	uint64_t t;
-
-	if (UNLIKELY((t = __atomic_load_n(&coarse_tsc, __ATOMIC_RELAXED)) == 0))
-		return rte_rdtsc();
-	return t;
-}
 
 static void *
 clock_run(void *arg)
@@ -171,22 +129,13 @@ clock_start(void)
  * object).  Default: an atomic load then an atomic store. */
 static int strict_state;
 
-#define MEMO 64
-/* One thread's state, in one TLS block: one address computation per event. */
-struct thread_state {
-	int busy;               /* inside the agent on this thread */
-	unsigned int sample;    /* events since the last full backtrace */
-	unsigned int lcore;     /* cached rte_lcore_id(), 0xffffffff not yet */
-	/* caller-only stacks: the caller and the first 8 bytes of its events' stamp
-	 * (stack id, lcore); kept once the thread's lcore is known */
-	struct { uintptr_t ra; uint64_t who; } ra_memo[MEMO];
-};
-static TLS struct thread_state tls = {.lcore = 0xffffffffu};
+/* One thread's state (struct thread_state: agent_private.h). */
+TLS struct thread_state tls = {.lcore = 0xffffffffu};
 static TLS uintptr_t tls_stack_lo, tls_stack_hi;  /* fp unwinder bounds */
 
 /* ------------------------------------------------------------- messages */
 
-static void
+void
 write_all(int fd, const char *s, size_t n)
 {
 	while (n > 0) {
@@ -202,7 +151,7 @@ write_all(int fd, const char *s, size_t n)
 }
 
 /* Not for signal handlers: uses vsnprintf. */
-static void __attribute__((format(printf, 1, 2)))
+void
 say(const char *fmt, ...)
 {
 	char buf[1024];
@@ -231,7 +180,7 @@ env2(const char *name, const char *alias)
 	return (v != NULL && *v != '\0') ? v : NULL;
 }
 
-static unsigned long
+unsigned long
 env_ulong(const char *name, const char *alias, unsigned long dflt, unsigned long max)
 {
 	const char *v = env2(name, alias);
@@ -249,7 +198,7 @@ env_ulong(const char *name, const char *alias, unsigned long dflt, unsigned long
 	return n;
 }
 
-static void *
+void *
 map_anon(size_t size, int shared)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
@@ -258,20 +207,10 @@ map_anon(size_t size, int shared)
 }
 
 static void stacks_init(unsigned long capacity);
-static void malloc_init(unsigned long capacity);
-static void dump_init(void);
-static void log_init(void);
-static int log_on;
-static void log_event(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux,
-		      uint16_t lcore, uint64_t tsc, uint32_t seq);
-static uint32_t log_epoch[MPTRACK_MAX_POOLS];  /* the log's epoch of each pool slot */
-static void log_simple(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux);
-static void log_pool(const struct mptrack_pool *p);
-static void log_flush_now(void);
 static void patch_all_ops(void);
 static void unwind_verify_report(void);
 
-static void
+void
 config_init(void)
 {
 	const char *v;
@@ -438,17 +377,6 @@ stack_rec(uint32_t i)
 }
 
 static inline uint64_t
-mix64(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdull;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ull;
-	h ^= h >> 33;
-	return h;
-}
-
-static inline uint64_t
 stack_hash(const uint64_t *f, unsigned int n)
 {
 	uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
@@ -462,7 +390,7 @@ stack_hash(const uint64_t *f, unsigned int n)
 /* Per-thread memo of recent stacks: hash -> id. */
 static TLS struct { uint64_t hash; uint32_t id; } tls_memo[MEMO];
 
-static uint32_t
+uint32_t
 stack_intern(const uint64_t *f, unsigned int n)
 {
 	uint64_t h, want;
@@ -501,7 +429,7 @@ found:
 	return 0;
 }
 
-static int
+int
 stack_frames(uint32_t id, uint64_t *out)
 {
 	struct mptrack_stack *r;
@@ -603,7 +531,7 @@ static uint64_t unwind_fallbacks;       /* cfi walks done by the fallback (verif
  * The stack of the event whose first frame is ra: frames innermost first, at
  * most cfg.depth; the caller only when not full.
  */
-static __attribute__((noinline)) unsigned int
+__attribute__((noinline)) unsigned int
 capture(void *ra, uint64_t *out, int full)
 {
 	if (!full || cfg.unwinder == UNW_CALLER) {
@@ -665,21 +593,8 @@ unwind_verify_report(void)
 	    st.rules_bpderef, st.rules_unsupported, A_LOAD(&unwind_fallbacks));
 }
 
-static inline uint16_t
-cur_lcore(void)
-{
-	unsigned int l = tls.lcore;
-
-	if (UNLIKELY(l == 0xffffffffu)) {
-		l = rte_lcore_id();
-		if (l != LCORE_ID_ANY)
-			tls.lcore = l;
-	}
-	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
-}
-
-/* The stack id of an event; sampled events get the caller only. */
-static __attribute__((noinline)) uint32_t
+/* The stack id of an event; sampled events get the caller only (event_stack(): agent_private.h). */
+__attribute__((noinline)) uint32_t
 event_stack_slow(void *ra, const void *sp, int nested)
 {
 	uint64_t f[MPTRACK_MAX_DEPTH];
@@ -728,18 +643,6 @@ event_stack_slow(void *ra, const void *sp, int nested)
 	}
 	n = capture(ra, f, 1);
 	return stack_intern(f, n);
-}
-
-/* event_stack_slow() with the caller-only memo's hit inlined (depth 1). */
-static __attribute__((always_inline)) inline uint32_t
-event_stack(void *ra, const void *sp, int nested)
-{
-	if (cfg.depth == 1 && cfg.sample <= 1) {
-		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
-		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
-			return (uint32_t)tls.ra_memo[m].who;
-	}
-	return event_stack_slow(ra, sp, nested);
 }
 
 /* ---------------------------------------------------------------- pools */
@@ -816,7 +719,8 @@ pool_lookup_fi(const struct rte_mempool *mp, const struct fast_index **fi)
 	return p;
 }
 
-static inline struct mptrack_pool *
+/* inline: an external definition (agent_private.h declares it) inlined here as before */
+inline struct mptrack_pool *
 pool_lookup(const struct rte_mempool *mp)
 {
 	const struct pool_entry *e = pool_entry_of(mp);
@@ -845,18 +749,6 @@ pool_map_set(const struct rte_mempool *mp, struct mptrack_pool *p)
 	return -1;
 }
 
-static inline struct mptrack_obj *
-pool_objs(const struct mptrack_pool *p)
-{
-	return (struct mptrack_obj *)(uintptr_t)p->objs;
-}
-
-static inline struct mptrack_chunk *
-pool_chunks(const struct mptrack_pool *p)
-{
-	return (struct mptrack_chunk *)(uintptr_t)p->chunks;
-}
-
 
 /* A pool takes slot (under slow_lock): forget the previous pool's index. */
 static void
@@ -871,7 +763,7 @@ fast_index_reset(uint32_t slot)
 }
 
 /* Index p's objects (all populated, before any get of them elsewhere). */
-static void
+void
 fast_index_build(struct mptrack_pool *p)
 {
 	struct fast_index *f = &fast_index[p->slot];
@@ -955,8 +847,8 @@ finder_lookup(const struct finder *fd, uintptr_t addr)
 	return LIKELY(o->addr == addr) ? o : NULL;
 }
 
-/* The shadow entry of the object that starts at addr, or NULL. */
-static inline struct mptrack_obj *
+/* The shadow entry of the object that starts at addr, or NULL (inline: as pool_lookup). */
+inline struct mptrack_obj *
 obj_lookup(const struct mptrack_pool *p, uintptr_t addr)
 {
 	const struct mptrack_chunk *c;
@@ -1020,7 +912,7 @@ addr_is_shared(const void *addr)
 }
 
 /* Start tracking mp (under slow_lock). */
-static struct mptrack_pool *
+struct mptrack_pool *
 pool_track(struct rte_mempool *mp, uint32_t asked_cache)
 {
 	struct mptrack_pool *p;
@@ -1078,20 +970,27 @@ pool_track(struct rte_mempool *mp, uint32_t asked_cache)
 	return p;
 }
 
+/* Stop tracking p without unmapping its tables (under slow_lock). */
+void
+pool_forget(struct mptrack_pool *p)
+{
+	pool_map_set((struct rte_mempool *)(uintptr_t)p->mp, NULL);
+	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++)
+		if (T.pools[s] == (uint64_t)(uintptr_t)p)
+			A_STORE(&T.pools[s], 0);
+	A_STORE(&p->live, 0);
+	log_simple(MPTRACK_EV_POOL_GONE, (uint16_t)p->slot, p->mp, 0, 0);
+}
+
 /* Stop tracking mp and release its tables (under slow_lock). */
-static void
+void
 pool_untrack(struct rte_mempool *mp)
 {
 	struct mptrack_pool *p = pool_lookup(mp);
 
 	if (p == NULL)
 		return;
-	pool_map_set(mp, NULL);
-	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++)
-		if (T.pools[s] == (uint64_t)(uintptr_t)p)
-			A_STORE(&T.pools[s], 0);
-	A_STORE(&p->live, 0);
-	log_simple(MPTRACK_EV_POOL_GONE, (uint16_t)p->slot, p->mp, 0, 0);
+	pool_forget(p);
 	for (uint32_t k = 0; k < p->nchunks; k++) {
 		struct mptrack_chunk *c = &pool_chunks(p)[k];
 		munmap((void *)(uintptr_t)c->map, ((c->len >> p->shift) + 1) * 4);
@@ -1124,12 +1023,7 @@ static const char *const fault_names[] = {
 	[MPTRACK_FAULT_DUPLICATE_ALLOC] = "duplicate alloc",
 };
 
-struct buf {
-	char s[16384];
-	size_t n;
-};
-
-static void __attribute__((format(printf, 2, 3)))
+void
 bprintf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -1167,7 +1061,7 @@ print_frames(struct buf *b, const uint64_t *f, int n)
 	}
 }
 
-static void
+void
 print_stack(struct buf *b, const char *what, uint32_t id, uint16_t lcore, int have)
 {
 	uint64_t f[MPTRACK_MAX_DEPTH];
@@ -1225,7 +1119,7 @@ find_pool_cb(struct rte_mempool *mp, void *opaque)
 	}
 }
 
-static void
+void
 fault_action(void)
 {
 	switch (cfg.on_error) {
@@ -1721,7 +1615,7 @@ w_populate(struct rte_mempool *mp, unsigned int max_objs, void *vaddr, rte_iova_
 }
 
 /* Patch ops entry i in place (under the table's spinlock). */
-static void
+void
 patch_ops(unsigned int i)
 {
 	struct rte_mempool_ops *ops = &rte_mempool_ops_table.ops[i];
@@ -1748,12 +1642,36 @@ patch_all_ops(void)
 	rte_spinlock_unlock(&rte_mempool_ops_table.sl);
 }
 
-/* ----------------------------------------------------------- interposition */
+/* The original function pointers back (under the table's spinlock); the wrappers stay callable. */
+void
+unpatch_ops(void)
+{
+	for (unsigned int i = 0; i < RTE_MEMPOOL_MAX_OPS_IDX; i++) {
+		struct rte_mempool_ops *ops = &rte_mempool_ops_table.ops[i];
+		if (!patched[i])
+			continue;
+		if (ops->enqueue == w_enqueue)
+			ops->enqueue = orig_ops[i].enqueue;
+		if (ops->dequeue == w_dequeue)
+			ops->dequeue = orig_ops[i].dequeue;
+		if (ops->populate == w_populate)
+			ops->populate = orig_ops[i].populate;
+		if (ops->dequeue_contig_blocks == w_dequeue_contig_blocks)
+			ops->dequeue_contig_blocks = orig_ops[i].dequeue_contig_blocks;
+		patched[i] = 0;
+	}
+}
 
-#define REAL(name) \
-	static __typeof__(name) *real_##name; \
-	if (real_##name == NULL) \
-		real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+/* The driver's own enqueue, not the wrapper. */
+rte_mempool_enqueue_t
+driver_enqueue(const struct rte_mempool *mp)
+{
+	unsigned int i = (unsigned int)mp->ops_index;
+
+	return patched[i] ? orig_ops[i].enqueue : rte_mempool_ops_table.ops[i].enqueue;
+}
+
+/* ----------------------------------------------------------- interposition */
 
 EXPORT int
 rte_mempool_register_ops(const struct rte_mempool_ops *h)
@@ -1824,1053 +1742,32 @@ rte_mempool_free(struct rte_mempool *mp)
 	real_rte_mempool_free(mp);
 }
 
-/* ---------------------------------------------------------- rte_malloc */
+/* ----------------------------------------------------------------- start */
 
-static struct mptrack_malloc_table mtab;
-static struct mptrack_block *mslots;
-static uint32_t *mgen;      /* per slot: allocs of its address (the log's generation) */
-
-static void
-malloc_init(unsigned long capacity)
-{
-	unsigned long cap = 1024;
-
-	while (cap < capacity)
-		cap <<= 1;
-	mslots = map_anon(cap * sizeof(struct mptrack_block), 0);
-	if (mslots == NULL) {
-		say("mptrack-agent: cannot map the rte_malloc table: MPTRACK_MALLOC is off\n");
-		cfg.malloc_on = 0;
-		return;
-	}
-	mgen = map_anon(cap * sizeof(*mgen), 0);
-	if (mgen == NULL) {
-		munmap(mslots, cap * sizeof(struct mptrack_block));
-		mslots = NULL;
-		say("mptrack-agent: cannot map the rte_malloc table: MPTRACK_MALLOC is off\n");
-		cfg.malloc_on = 0;
-		return;
-	}
-	mtab.slots = (uint64_t)(uintptr_t)mslots;
-	mtab.capacity = (uint32_t)cap;
-	mtab.block_size = sizeof(struct mptrack_block);
-	T.malloc = (uint64_t)(uintptr_t)&mtab;
-}
-
-static TLS int tls_malloc_depth;
-
-/* The slot of addr; with insert, claims an empty slot if addr has none. */
-static struct mptrack_block *
-block_slot(uintptr_t addr, int insert)
-{
-	uint32_t mask = mtab.capacity - 1, i = (uint32_t)mix64(addr) & mask;
-
-	for (unsigned int probe = 0; probe < 256; probe++, i = (i + 1) & mask) {
-		uint64_t k = A_LOAD(&mslots[i].addr);
-		if (k == addr)
-			return &mslots[i];
-		if (k == 0) {
-			uint64_t want = 0;
-			if (!insert)
-				return NULL;
-			if (A_CAS(&mslots[i].addr, &want, addr) || want == addr)
-				return &mslots[i];
-		}
-	}
-	if (insert)
-		A_ADD(&mtab.dropped, 1);
-	return NULL;
-}
-
-static void
-block_alloc(void *ptr, size_t size, void *ra)
-{
-	struct mptrack_block *b;
-	int nested;
-
-	if (ptr == NULL || mslots == NULL)
-		return;
-	nested = tls.busy++;
-	b = block_slot((uintptr_t)ptr, 1);
-	if (b != NULL) {
-		b->size = size;
-		b->alloc_stack = event_stack(ra, NULL, nested);
-		b->alloc_lcore = cur_lcore();
-		b->alloc_tsc = now_tsc();
-		mgen[b - mslots]++;
-		A_STORE(&b->state, 2);
-		if (log_on)
-			log_event(MPTRACK_EV_MALLOC, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
-				  b->alloc_stack, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size,
-				  b->alloc_lcore, b->alloc_tsc, mgen[b - mslots]);
-	}
-	tls.busy--;
-}
-
-static __attribute__((noinline, cold)) void
-malloc_fault(int kind, uintptr_t addr, struct mptrack_block *blk, void *ra)
-{
-	static struct buf b;
-	uint64_t f[MPTRACK_MAX_DEPTH];
-	uint32_t sid = 0;
-	uint16_t lcore = cur_lcore();
-
-	if (cfg.depth > 0) {
-		unsigned int n = cfg.depth == 1 ? (f[0] = (uint64_t)(uintptr_t)ra, 1) :
-				 capture(ra, f, tls.busy == 0);
-		sid = stack_intern(f, n);
-	}
-	tls.busy++;
-	pthread_mutex_lock(&slow_lock);
-	A_ADD(&mtab.faults, 1);
-	b.n = 0;
-	if (kind == MPTRACK_FAULT_DUPLICATE_FREE)
-		bprintf(&b, "mptrack: duplicate free: pool \"rte_malloc\" block 0x%" PRIxPTR
-			" (%" PRIu64 " bytes) freed while already free\n", addr, blk->size);
-	else
-		bprintf(&b, "mptrack: stray free: pool \"rte_malloc\" pointer 0x%" PRIxPTR
-			" was never returned by the rte_malloc family\n", addr);
-	print_stack(&b, "this free", sid, lcore, 1);
-	if (blk != NULL) {
-		print_stack(&b, "previous free", blk->free_stack, blk->free_lcore, blk->free_tsc != 0);
-		print_stack(&b, "last alloc", blk->alloc_stack, blk->alloc_lcore, blk->alloc_tsc != 0);
-	}
-	write_all(2, b.s, b.n);
-	pthread_mutex_unlock(&slow_lock);
-	if (log_on) {
-		log_simple(MPTRACK_EV_FAULT, MPTRACK_LOG_MALLOC_POOL, addr, sid, (uint32_t)kind);
-		log_flush_now();  /* the process may die or _exit soon */
-	}
-	tls.busy--;
-	fault_action();
-}
-
-/*
- * Before the real rte_free or rte_realloc of ptr: mark its block free and
- * return 1, or report a duplicate or stray free and return 0 (the call must
- * then not go ahead: in log mode the heap is not corrupted further).
- */
-/*
- * Is ptr a busy block of DPDK's heap?  1 yes, 0 no, -1 cannot tell.
- * rte_malloc_validate() does not help: without RTE_MALLOC_DEBUG it accepts any
- * pointer.  This reads the heap's element header, struct malloc_elem (an
- * internal of lib/eal/common/malloc_elem.h, 128 bytes before the data in
- * DPDK 22.11 to 23.11 on x86-64: state at offset 48, pad at 52; state 0 free,
- * 1 busy, 2 pad element whose pad field leads to the real element), after
- * checking that the header is in DPDK's memory.
- */
-static int
-heap_block_busy(const void *ptr)
-{
-#if RTE_VERSION >= RTE_VERSION_NUM(22, 11, 0, 0) && RTE_VERSION < RTE_VERSION_NUM(24, 0, 0, 0)
-	const char *elem = (const char *)ptr - 128;
-	uint32_t state;
-
-	if (((uintptr_t)ptr & 7) != 0 || rte_mem_virt2memseg_list(ptr) == NULL ||
-	    rte_mem_virt2memseg_list(elem) == NULL)
-		return 0;
-	state = *(const volatile uint32_t *)(elem + 48);
-	if (state == 2) {
-		elem -= *(const volatile uint32_t *)(elem + 52);
-		if (rte_mem_virt2memseg_list(elem) == NULL)
-			return 0;
-		state = *(const volatile uint32_t *)(elem + 48);
-	}
-	return state == 1;
-#else
-	(void)ptr;
-	return -1;
-#endif
-}
-
-static int
-block_free(void *ptr, void *ra)
-{
-	struct mptrack_block *b;
-	uint32_t expect = 2;
-	int busy;
-
-	if (ptr == NULL || mslots == NULL)
-		return 1;
-	b = block_slot((uintptr_t)ptr, 0);
-	if (b != NULL && A_CAS(&b->state, &expect, 1)) {
-		int nested = tls.busy++;
-		b->free_stack = event_stack(ra, NULL, nested);
-		b->free_lcore = cur_lcore();
-		b->free_tsc = now_tsc();
-		if (log_on)
-			log_event(MPTRACK_EV_MFREE, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
-				  b->free_stack, 0, b->free_lcore, b->free_tsc, mgen[b - mslots]);
-		tls.busy--;
-		return 1;
-	}
-	/* not allocated as far as the agent knows: ask the heap */
-	busy = heap_block_busy(ptr);
-	if (busy == 1 || (busy < 0 && b == NULL))
-		return 1;  /* a live block the agent did not see allocated */
-	if (b != NULL)
-		malloc_fault(MPTRACK_FAULT_DUPLICATE_FREE, (uintptr_t)ptr, b, ra);
-	else
-		malloc_fault(MPTRACK_FAULT_STRAY_FREE, (uintptr_t)ptr, NULL, ra);
-	return 0;
-}
-
-#define MALLOC_WRAP(ret_expr, size_expr)                                   \
-	do {                                                                   \
-		void *r;                                                       \
-		config_init();                                                 \
-		if (!cfg.malloc_on || tls_malloc_depth > 0)                    \
-			return ret_expr;                                       \
-		tls_malloc_depth++;                                            \
-		r = ret_expr;                                                  \
-		tls_malloc_depth--;                                            \
-		block_alloc(r, (size_expr), __builtin_return_address(0));     \
-		return r;                                                      \
-	} while (0)
-
-EXPORT void *
-rte_malloc(const char *type, size_t size, unsigned int align)
-{
-	REAL(rte_malloc);
-	MALLOC_WRAP(real_rte_malloc(type, size, align), size);
-}
-
-EXPORT void *
-rte_zmalloc(const char *type, size_t size, unsigned int align)
-{
-	REAL(rte_zmalloc);
-	MALLOC_WRAP(real_rte_zmalloc(type, size, align), size);
-}
-
-EXPORT void *
-rte_calloc(const char *type, size_t num, size_t size, unsigned int align)
-{
-	REAL(rte_calloc);
-	MALLOC_WRAP(real_rte_calloc(type, num, size, align), num * size);
-}
-
-EXPORT void *
-rte_malloc_socket(const char *type, size_t size, unsigned int align, int socket)
-{
-	REAL(rte_malloc_socket);
-	MALLOC_WRAP(real_rte_malloc_socket(type, size, align, socket), size);
-}
-
-EXPORT void *
-rte_zmalloc_socket(const char *type, size_t size, unsigned int align, int socket)
-{
-	REAL(rte_zmalloc_socket);
-	MALLOC_WRAP(real_rte_zmalloc_socket(type, size, align, socket), size);
-}
-
-EXPORT void *
-rte_calloc_socket(const char *type, size_t num, size_t size, unsigned int align, int socket)
-{
-	REAL(rte_calloc_socket);
-	MALLOC_WRAP(real_rte_calloc_socket(type, num, size, align, socket), num * size);
-}
-
-static void *
-realloc_common(void *ptr, size_t size, void *(*call)(void *, size_t, unsigned int, int),
-	       unsigned int align, int socket, void *ra)
-{
-	void *r;
-
-	config_init();
-	if (!cfg.malloc_on || tls_malloc_depth > 0)
-		return call(ptr, size, align, socket);
-	if (ptr != NULL && !block_free(ptr, ra))
-		return NULL;
-	tls_malloc_depth++;
-	r = call(ptr, size, align, socket);
-	tls_malloc_depth--;
-	if (r != NULL) {
-		block_alloc(r, size, ra);
-	} else if (ptr != NULL && size != 0) {
-		/* failed: ptr is still allocated */
-		struct mptrack_block *b = block_slot((uintptr_t)ptr, 0);
-		if (b != NULL) {
-			/* a new generation in the log: the MFREE before it was undone */
-			mgen[b - mslots]++;
-			A_STORE(&b->state, 2);
-			if (log_on)
-				log_event(MPTRACK_EV_MALLOC, MPTRACK_LOG_MALLOC_POOL, (uintptr_t)ptr,
-					  b->alloc_stack, b->size > UINT32_MAX ? UINT32_MAX :
-					  (uint32_t)b->size, b->alloc_lcore, b->alloc_tsc,
-					  mgen[b - mslots]);
-		}
-	}
-	return r;
-}
-
-static void *
-call_realloc(void *ptr, size_t size, unsigned int align, int socket)
-{
-	REAL(rte_realloc);
-	(void)socket;
-	return real_rte_realloc(ptr, size, align);
-}
-
-static void *
-call_realloc_socket(void *ptr, size_t size, unsigned int align, int socket)
-{
-	REAL(rte_realloc_socket);
-	return real_rte_realloc_socket(ptr, size, align, socket);
-}
-
-EXPORT void *
-rte_realloc(void *ptr, size_t size, unsigned int align)
-{
-	return realloc_common(ptr, size, call_realloc, align, SOCKET_ID_ANY,
-			      __builtin_return_address(0));
-}
-
-EXPORT void *
-rte_realloc_socket(void *ptr, size_t size, unsigned int align, int socket)
-{
-	return realloc_common(ptr, size, call_realloc_socket, align, socket,
-			      __builtin_return_address(0));
-}
-
-EXPORT void
-rte_free(void *ptr)
-{
-	REAL(rte_free);
-
-	config_init();
-	if (!cfg.malloc_on || tls_malloc_depth > 0) {
-		real_rte_free(ptr);
-		return;
-	}
-	if (!block_free(ptr, __builtin_return_address(0)))
-		return;
-	tls_malloc_depth++;
-	real_rte_free(ptr);
-	tls_malloc_depth--;
-}
-
-/* ------------------------------------------------------------ SIGRTMIN dump */
-
-/* Async-signal-safe formatting into a fixed buffer flushed with write(2). */
-struct sbuf {
-	int fd;
-	int err;
-	size_t n;
-	char s[65536];
-};
-
-static void
-sb_flush(struct sbuf *b)
-{
-	size_t off = 0;
-
-	while (off < b->n && !b->err) {
-		ssize_t w = write(b->fd, b->s + off, b->n - off);
-		if (w < 0) {
-			if (errno != EINTR)
-				b->err = errno;
-			continue;
-		}
-		off += (size_t)w;
-	}
-	b->n = 0;
-}
-
-static void
-sb_str(struct sbuf *b, const char *s)
-{
-	while (*s) {
-		if (b->n == sizeof(b->s))
-			sb_flush(b);
-		b->s[b->n++] = *s++;
-	}
-}
-
-static void
-sb_hex(struct sbuf *b, uint64_t v)
-{
-	char t[19];
-	int i = 18;
-
-	t[i] = '\0';
-	do {
-		t[--i] = "0123456789abcdef"[v & 15];
-		v >>= 4;
-	} while (v != 0);
-	t[--i] = 'x';
-	t[--i] = '0';
-	sb_str(b, t + i);
-}
-
-static void
-sb_dec(struct sbuf *b, uint64_t v)
-{
-	char t[21];
-	int i = 20;
-
-	t[i] = '\0';
-	do {
-		t[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	sb_str(b, t + i);
-}
-
-static void
-sb_stack(struct sbuf *b, uint32_t id)
-{
-	uint64_t f[MPTRACK_MAX_DEPTH];
-	int n = stack_frames(id, f);
-
-	for (int i = 0; i < n; i++) {
-		if (i)
-			sb_str(b, " ");
-		sb_hex(b, f[i]);
-	}
-}
-
-static volatile sig_atomic_t dump_failed_said;
-static struct sbuf dump_buf;
-
-static int
-copy_file(const char *from, const char *to)
-{
-	char buf[4096];
-	int in = open(from, O_RDONLY | O_CLOEXEC), out;
-	ssize_t r;
-
-	if (in < 0)
-		return -1;
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (out < 0) {
-		close(in);
-		return -1;
-	}
-	while ((r = read(in, buf, sizeof(buf))) > 0)
-		write_all(out, buf, (size_t)r);
-	close(in);
-	close(out);
-	return 0;
-}
-
-/*
- * Write the CSV dump: addr,state,alloc_backtrace,free_backtrace,pool,
- * alloc_lcore,free_lcore (frames as hex return addresses, innermost first,
- * separated by spaces), and PATH.maps, a copy of /proc/self/maps.  Only
- * async-signal-safe calls: it runs in the SIGRTMIN handler.
- */
-EXPORT int
-mptrack_agent_dump(const char *path)
-{
-	static const char *const state_names[] = {"new", "free", "in-use"};
-	char tmp[4096], maps[4096];
-	struct sbuf *b = &dump_buf;
-	size_t len;
-
-	if (path == NULL)
-		path = cfg.dump_path;
-	if (path == NULL)
-		return -1;
-	len = strlen(path);
-	if (len + 6 > sizeof(tmp))
-		return -1;
-	memcpy(tmp, path, len);
-	memcpy(tmp + len, ".tmp", 5);
-	memcpy(maps, path, len);
-	memcpy(maps + len, ".maps", 6);
-	b->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	b->err = 0;
-	b->n = 0;
-	if (b->fd < 0) {
-		b->err = errno;
-		goto failed;
-	}
-	sb_str(b, "addr,state,alloc_backtrace,free_backtrace,pool,alloc_lcore,free_lcore,size\n");
-	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++) {
-		struct mptrack_pool *p = (struct mptrack_pool *)(uintptr_t)A_LOAD(&T.pools[s]);
-		uint32_t nobjs;
-
-		if (p == NULL)
-			continue;
-		nobjs = A_LOAD(&p->nobjs);
-		for (uint32_t i = 0; i < nobjs; i++) {
-			struct mptrack_obj *o = &pool_objs(p)[i];
-			uint32_t st = A_LOAD(&o->state);
-
-			sb_hex(b, o->addr);
-			sb_str(b, ",");
-			sb_str(b, st <= 2 ? state_names[st] : "?");
-			sb_str(b, ",");
-			sb_stack(b, o->alloc_stack);
-			sb_str(b, ",");
-			sb_stack(b, o->free_stack);
-			sb_str(b, ",");
-			sb_str(b, p->name);
-			sb_str(b, ",");
-			if (o->alloc_tsc)
-				sb_dec(b, o->alloc_lcore);
-			sb_str(b, ",");
-			if (o->free_tsc)
-				sb_dec(b, o->free_lcore);
-			sb_str(b, ",");
-			sb_dec(b, p->elt_size);
-			sb_str(b, "\n");
-		}
-	}
-	for (uint32_t i = 0; mslots != NULL && i < mtab.capacity; i++) {
-		struct mptrack_block *k = &mslots[i];
-		uint32_t st = A_LOAD(&k->state);
-
-		if (A_LOAD(&k->addr) == 0 || st == 0)
-			continue;
-		sb_hex(b, k->addr);
-		sb_str(b, st == 2 ? ",in-use," : ",free,");
-		sb_stack(b, k->alloc_stack);
-		sb_str(b, ",");
-		sb_stack(b, st == 1 ? k->free_stack : 0);
-		sb_str(b, ",rte_malloc,");
-		sb_dec(b, k->alloc_lcore);
-		sb_str(b, ",");
-		if (st == 1)
-			sb_dec(b, k->free_lcore);
-		sb_str(b, ",");
-		sb_dec(b, k->size);
-		sb_str(b, "\n");
-	}
-	sb_flush(b);
-	if (close(b->fd) != 0 && !b->err)
-		b->err = errno;
-	if (b->err)
-		goto failed;
-	copy_file("/proc/self/maps", maps);
-	if (rename(tmp, path) != 0) {
-		b->err = errno;
-		goto failed;
-	}
-	return 0;
-failed:
-	if (!dump_failed_said) {
-		dump_failed_said = 1;
-		write_all(2, "mptrack-agent: cannot write the dump to ", 40);
-		write_all(2, path, strlen(path));
-		write_all(2, ": ", 2);
-		write_all(2, strerror(b->err), strlen(strerror(b->err)));
-		write_all(2, " (said once; the program goes on)\n", 34);
-	}
-	unlink(tmp);
-	return -1;
-}
-
-static void
-dump_handler(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	tls.busy++;
-	mptrack_agent_dump(NULL);
-	tls.busy--;
-	errno = saved;
-}
-
-static void
-dump_init(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = dump_handler;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGRTMIN, &sa, NULL) != 0)
-		say("mptrack-agent: cannot install the SIGRTMIN handler: %s\n", strerror(errno));
-}
-
-/* --------------------------------------------------------------- event log */
-
-/*
- * Each thread appends events to its own ring (mmap'ed at its first event:
- * one syscall per thread, none per event); a writer thread drains the rings
- * to the file (at once while busy, every 5 ms when idle), sending each stack
- * and pool definition before its first use.  A thread whose ring is full
- * waits for the writer (spinning, no syscall), so the log is complete; with
- * MPTRACK_LOG_DROP=1 it drops the event instead and counts it (a LOST record).
- */
-#define LOG_THREADS 256
-
-struct log_ring {
-	uint64_t head;          /* written by the owning thread */
-	uint64_t lost;
-	char pad1[48];
-	uint64_t tail;          /* written by the writer */
-	uint64_t lost_seen;
-	char pad2[48];
-	struct mptrack_event ev[];
-};
-
-static struct log_ring *log_rings[LOG_THREADS];
-static uint32_t log_nthreads;
-static uint64_t log_lost_threads;   /* events of threads past LOG_THREADS */
-static uint32_t log_ring_size = 1u << 16;
-static TLS uint32_t tls_log_slot;   /* slot + 1; 0: none yet */
-static TLS int tls_log_busy;
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static int log_fd = -1;
-static char log_file[4096];
-static uint8_t *log_stack_sent;
-static unsigned long long log_adds;
-static int log_clock_sent;
-static volatile int log_stop;
-static int log_drop;                /* MPTRACK_LOG_DROP=1: drop events when a ring is full */
-static pthread_t log_thread;
-static int log_thread_started;
-static unsigned char log_out[1 << 16];
-static size_t log_out_n;
-
-static struct log_ring *
-log_my_ring(void)
-{
-	uint32_t s = tls_log_slot;
-
-	if (UNLIKELY(s == 0)) {
-		s = A_ADD(&log_nthreads, 1) + 1;
-		if (s <= LOG_THREADS) {
-			struct log_ring *r = map_anon(sizeof(struct log_ring) +
-						      (size_t)log_ring_size * sizeof(struct mptrack_event), 0);
-			if (r == NULL)
-				s = LOG_THREADS + 1;
-			else
-				A_STORE(&log_rings[s - 1], r);
-		}
-		tls_log_slot = s;
-	}
-	return s <= LOG_THREADS ? log_rings[s - 1] : NULL;
-}
-
-/*
- * Append an event to this thread's ring.  seq: the 24-bit sequence field (a
- * pool event's pool epoch, an rte_malloc event's generation; see
- * mptrack_agent.h).
- */
-static void
-log_event(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux,
-	  uint16_t lcore, uint64_t tsc, uint32_t seq)
-{
-	struct log_ring *r;
-	struct mptrack_event *e;
-	uint64_t h;
-
-	if (!log_on || tls_log_busy)
-		return;
-	tls_log_busy = 1;
-	r = log_my_ring();
-	if (r == NULL) {
-		A_ADD(&log_lost_threads, 1);
-		goto out;
-	}
-	h = r->head;
-	if (h - A_LOAD(&r->tail) >= log_ring_size) {
-		/* full: wait for the writer (no syscall: it polls), or drop */
-		while (!log_drop && log_thread_started && !log_stop &&
-		       h - A_LOAD(&r->tail) >= log_ring_size)
-			rte_pause();
-		if (h - A_LOAD(&r->tail) >= log_ring_size) {
-			A_STORE(&r->lost, r->lost + 1);
-			goto out;
-		}
-	}
-	e = &r->ev[h & (log_ring_size - 1)];
-	e->tsc = tsc;
-	e->addr = addr;
-	e->stack = stack;
-	e->aux = aux;
-	e->pool = pool;
-	e->lcore = lcore;
-	e->kind = kind;
-	e->seq[0] = (uint8_t)seq;
-	e->seq[1] = (uint8_t)(seq >> 8);
-	e->seq[2] = (uint8_t)(seq >> 16);
-	A_STORE(&r->head, h + 1);
-out:
-	tls_log_busy = 0;
-}
-
-static void
-log_simple(uint8_t kind, uint16_t pool, uint64_t addr, uint32_t stack, uint32_t aux)
-{
-	if (log_on)
-		log_event(kind, pool, addr, stack, aux, cur_lcore(), rte_rdtsc(),
-			  pool < MPTRACK_MAX_POOLS ? log_epoch[pool] : 0);
-}
-
-/*
- * A pool starts being tracked (under slow_lock): its slot gets a new epoch,
- * then a POOL record and its name block, published together.
- */
-static void
-log_pool(const struct mptrack_pool *p)
-{
-	static uint32_t epochs;
-	struct log_ring *r;
-	uint64_t h;
-
-	log_epoch[p->slot] = ++epochs & 0xffffff;
-	if (!log_on || tls_log_busy)
-		return;
-	tls_log_busy = 1;
-	r = log_my_ring();
-	if (r != NULL && (h = r->head) - A_LOAD(&r->tail) + 2 <= log_ring_size) {
-		struct mptrack_event *e = &r->ev[h & (log_ring_size - 1)];
-		struct mptrack_event *name = &r->ev[(h + 1) & (log_ring_size - 1)];
-		memset(e, 0, sizeof(*e));
-		e->tsc = rte_rdtsc();
-		e->addr = p->mp;
-		e->aux = p->capacity;
-		e->pool = (uint16_t)p->slot;
-		e->lcore = cur_lcore();
-		e->kind = MPTRACK_EV_POOL;
-		e->seq[0] = (uint8_t)log_epoch[p->slot];
-		e->seq[1] = (uint8_t)(log_epoch[p->slot] >> 8);
-		e->seq[2] = (uint8_t)(log_epoch[p->slot] >> 16);
-		memset(name, 0, sizeof(*name));
-		memcpy(name, p->name, sizeof(*name) < sizeof(p->name) ? sizeof(*name) : sizeof(p->name));
-		((char *)name)[sizeof(*name) - 1] = '\0';
-		A_STORE(&r->head, h + 2);
-	}
-	tls_log_busy = 0;
-}
-
-/* Writer side, under log_lock. */
-static void
-log_fail(int err)
-{
-	say("mptrack-agent: cannot write the event log %s: %s (said once; the program goes on "
-	    "without a log)\n", log_file, strerror(err));
-	log_on = 0;
-	if (log_fd >= 0)
-		close(log_fd);
-	log_fd = -1;
-}
-
-static void
-log_out_flush(void)
-{
-	size_t off = 0;
-
-	while (log_fd >= 0 && off < log_out_n) {
-		ssize_t w = write(log_fd, log_out + off, log_out_n - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			log_fail(errno);
-			break;
-		}
-		off += (size_t)w;
-	}
-	log_out_n = 0;
-}
-
-static void
-log_put(const void *data, size_t len)
-{
-	const unsigned char *d = data;
-
-	while (len > 0) {
-		size_t n = sizeof(log_out) - log_out_n;
-		if (n == 0) {
-			log_out_flush();
-			if (log_fd < 0)
-				return;
-			continue;
-		}
-		if (n > len)
-			n = len;
-		memcpy(log_out + log_out_n, d, n);
-		log_out_n += n;
-		d += n;
-		len -= n;
-	}
-}
-
-/* data padded with zeros to whole 32-byte blocks */
-static void
-log_put_blocks(const void *data, size_t len)
-{
-	static const unsigned char zeros[32];
-
-	log_put(data, len);
-	if (len % 32)
-		log_put(zeros, 32 - len % 32);
-}
-
-static void
-log_put_record(uint8_t kind, uint64_t addr, uint32_t stack, uint32_t aux)
-{
-	struct mptrack_event e;
-
-	memset(&e, 0, sizeof(e));
-	e.tsc = rte_rdtsc();
-	e.addr = addr;
-	e.stack = stack;
-	e.aux = aux;
-	e.kind = kind;
-	e.lcore = MPTRACK_LCORE_NONE;
-	log_put(&e, sizeof(e));
-}
-
-static void
-log_send_stack(uint32_t id)
-{
-	uint64_t f[MPTRACK_MAX_DEPTH];
-	int n;
-
-	if (id == 0 || id > T.stacks_capacity || log_stack_sent == NULL ||
-	    (log_stack_sent[(id - 1) / 8] & (1u << ((id - 1) % 8))))
-		return;
-	n = stack_frames(id, f);
-	log_stack_sent[(id - 1) / 8] |= (uint8_t)(1u << ((id - 1) % 8));
-	log_put_record(MPTRACK_EV_STACK, 0, id, (uint32_t)n);
-	log_put_blocks(f, 8 * (size_t)n);
-}
-
-static int
-phdr_adds(struct dl_phdr_info *info, size_t size, void *data)
-{
-	(void)size;
-	*(unsigned long long *)data = info->dlpi_adds;
-	return 1;
-}
-
-static void
-log_send_maps(void)
-{
-	static char text[1 << 20];
-	size_t n = 0;
-	ssize_t r;
-	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	while (n < sizeof(text) && (r = read(fd, text + n, sizeof(text) - n)) > 0)
-		n += (size_t)r;
-	close(fd);
-	log_put_record(MPTRACK_EV_MAPS, 0, 0, (uint32_t)n);
-	log_put_blocks(text, n);
-}
-
-/* Drain every ring; returns the number of events written. */
-static uint64_t
-log_drain(void)
-{
-	unsigned long long adds = 0;
-	uint32_t nthreads;
-	uint64_t count = 0;
-
-	pthread_mutex_lock(&log_lock);
-	if (log_fd < 0)
-		goto out;
-	dl_iterate_phdr(phdr_adds, &adds);
-	if (adds != log_adds) {
-		log_adds = adds;
-		log_send_maps();
-	}
-	if (!log_clock_sent && T.tsc_hz != 0) {
-		log_clock_sent = 1;
-		log_put_record(MPTRACK_EV_CLOCK, T.tsc_hz, 0, 0);
-	}
-	nthreads = A_LOAD(&log_nthreads);
-	if (nthreads > LOG_THREADS)
-		nthreads = LOG_THREADS;
-	for (uint32_t s = 0; s < nthreads; s++) {
-		struct log_ring *r = A_LOAD(&log_rings[s]);
-		uint64_t h, t, lost;
-
-		if (r == NULL)
-			continue;
-		h = A_LOAD(&r->head);
-		for (t = r->tail; t < h; t++) {
-			struct mptrack_event *e = &r->ev[t & (log_ring_size - 1)];
-			log_send_stack(e->stack);
-			log_put(e, sizeof(*e));
-			if (e->kind == MPTRACK_EV_POOL && t + 1 < h) {
-				t++;
-				log_put(&r->ev[t & (log_ring_size - 1)], sizeof(*e));
-			}
-		}
-		count += t - r->tail;
-		A_STORE(&r->tail, t);
-		lost = A_LOAD(&r->lost);
-		if (lost != r->lost_seen) {
-			log_put_record(MPTRACK_EV_LOST, 0, 0, (uint32_t)(lost - r->lost_seen));
-			r->lost_seen = lost;
-		}
-	}
-	log_out_flush();
-out:
-	pthread_mutex_unlock(&log_lock);
-	return count;
-}
-
-static void
-log_flush_now(void)
-{
-	(void)log_drain();
-}
-
-static void *
-log_writer(void *arg)
-{
-	struct timespec ts = {0, 5 * 1000 * 1000};
-
-	(void)arg;
-	while (!log_stop) {
-		/* busy: go again at once; idle: sleep 5 ms */
-		if (log_drain() < log_ring_size / 8)
-			nanosleep(&ts, NULL);
-	}
-	return NULL;
-}
-
-static int
-log_open(void)
-{
-	struct mptrack_log_header h;
-
-	log_fd = open(log_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (log_fd < 0) {
-		log_fail(errno);
-		return -1;
-	}
-	memset(&h, 0, sizeof(h));
-	memcpy(h.magic, MPTRACK_LOG_MAGIC, sizeof(MPTRACK_LOG_MAGIC));
-	h.version = MPTRACK_LOG_VERSION;
-	h.header_size = sizeof(h);
-	h.event_size = sizeof(struct mptrack_event);
-	h.bt_depth = cfg.depth;
-	h.tsc_hz = T.tsc_hz;
-	h.start_tsc = T.start_tsc;
-	h.pid = getpid();
-	log_put(&h, sizeof(h));
-	log_out_flush();
-	log_adds = 0;
-	log_clock_sent = 0;
-	if (log_stack_sent != NULL)
-		memset(log_stack_sent, 0, (T.stacks_capacity + 7) / 8);
-	return log_fd < 0 ? -1 : 0;
-}
-
-static void
-log_start_writer(void)
-{
-	sigset_t all, old;
-
-	/* the writer takes no signal meant for the program (SIGRTMIN included) */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	log_stop = 0;
-	log_thread_started = pthread_create(&log_thread, NULL, log_writer, NULL) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (log_thread_started)
-		pthread_setname_np(log_thread, "mptrack-log");
-}
-
-static void
-log_atexit(void)
-{
-	if (!log_on && log_fd < 0)
-		return;
-	log_stop = 1;
-	if (log_thread_started && !pthread_equal(pthread_self(), log_thread))
-		pthread_join(log_thread, NULL);
-	log_thread_started = 0;
-	log_drain();
-	pthread_mutex_lock(&log_lock);
-	if (log_fd >= 0)
-		close(log_fd);
-	log_fd = -1;
-	log_on = 0;
-	pthread_mutex_unlock(&log_lock);
-}
-
-static void
-log_path_expand(const char *path, int child)
-{
-	size_t n = 0;
-
-	for (const char *c = path; *c && n + 24 < sizeof(log_file); c++) {
-		if (c[0] == '%' && c[1] == 'p') {
-			n += (size_t)snprintf(log_file + n, sizeof(log_file) - n, "%d", (int)getpid());
-			c++;
-		} else {
-			log_file[n++] = *c;
-		}
-	}
-	log_file[n] = '\0';
-	if (child && strstr(path, "%p") == NULL)
-		snprintf(log_file + n, sizeof(log_file) - n, ".%d", (int)getpid());
-}
-
-static void
-log_init(void)
-{
-	unsigned long events = env_ulong("MPTRACK_LOG_EVENTS", NULL, 1u << 16, 1u << 26);
-
-	log_drop = (int)env_ulong("MPTRACK_LOG_DROP", NULL, 0, 1);
-	log_ring_size = 64;
-	while (log_ring_size < events)
-		log_ring_size <<= 1;
-	if (T.stacks_capacity)
-		log_stack_sent = calloc((T.stacks_capacity + 7) / 8, 1);
-	log_path_expand(cfg.log_path, 0);
-	if (log_open() != 0)
-		return;
-	log_on = 1;
-	log_start_writer();
-	atexit(log_atexit);
-}
-
-/* fork: the child gets its own log file and writer; the parent's pending events stay with it */
+/* fork: the child gets its own pid, lcore, clock thread and event log (log_fork_child()) */
 static void
 fork_prepare(void)
 {
 	pthread_mutex_lock(&slow_lock);
-	pthread_mutex_lock(&log_lock);
+	log_fork_prepare();
 }
 
 static void
 fork_parent(void)
 {
-	pthread_mutex_unlock(&log_lock);
+	log_fork_parent();
 	pthread_mutex_unlock(&slow_lock);
 }
 
 static void
 fork_child(void)
 {
-	pthread_mutex_init(&log_lock, NULL);
 	pthread_mutex_init(&slow_lock, NULL);
 	T.pid = getpid();
 	tls.lcore = 0xffffffffu;
 	clock_start();
-	if (!log_on)
-		return;
-	for (uint32_t s = 0; s < LOG_THREADS; s++) {
-		struct log_ring *r = log_rings[s];
-		if (r != NULL) {
-			r->tail = r->head;
-			r->lost_seen = r->lost;
-		}
-	}
-	log_out_n = 0;
-	if (log_fd >= 0)
-		close(log_fd);
-	log_fd = -1;
-	log_path_expand(cfg.log_path, 1);
-	if (log_open() == 0)
-		log_start_writer();
+	log_fork_child();
 }
-
-/* ----------------------------------------------------------------- start */
 
 __attribute__((constructor)) static void
 agent_start(void)
@@ -2883,510 +1780,3 @@ agent_start(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* ---------------------------------------------------------- attach / detach */
-
-/*
- * `mptrack agent attach` (gdb_mptrack/agent_commands.py) loads this library
- * into a running process that gdb holds stopped (an inferior call of dlopen,
- * of the attach build: see MPTRACK_TLS_DYNAMIC), which patches the ops table
- * (the constructor), then asks it to take over existing pools, one call of
- * mptrack_agent_attach() per pool.  gdb decides which objects are free (the
- * driver's ring or stack and the per-lcore caches, read from memory with the
- * same code as `mptrack dump`) and writes the request into memory from
- * mptrack_agent_scratch(); the agent builds the pool's tables from
- * rte_mempool_obj_iter (every object in use, origin unknown: no stack, no
- * timestamp), marks the listed ones free, flushes the per-lcore caches into
- * the driver with the driver's own enqueue and turns them off (size and
- * flush threshold 0: DPDK's inline code then goes to the ops for every
- * object; mp->cache_size is kept, since rte_mempool_get_priv() depends on it).
- * Faults then raise SIGTRAP (MPTRACK_ON_ERROR=trap) so gdb stops in the
- * faulting thread; a do-nothing SIGTRAP handler, installed only where the
- * program had none, keeps a process that gdb left from dying of a trap.
- *
- * mptrack_agent_detach() gives everything back: each attached pool's cache
- * sizes and thresholds (as DPDK sets them up), the original ops function pointers (when the agent
- * was loaded by attach; a preloaded agent keeps tracking the pools it had),
- * the error mode and the SIGTRAP disposition.  Its tables stay mapped but
- * leave mptrack_agent_tables (a thread may still be inside a wrapper with
- * them) and the library stays loaded (unloading code a thread may be
- * returning through is not safe).
- *
- * Both must run with every other thread stopped (gdb's scheduler-locking),
- * none of them in the middle of a get or put on the pools concerned (gdb
- * brings each to the entry of a wrapper first: see mptrack_agent_prepare);
- * they take no lock but try-locks, and fail with a message instead of
- * waiting.  The result, as one line, is in mptrack_agent_message.
- */
-
-#define MPTRACK_ATTACH_VERSION 1
-#define MPTRACK_ATTACH_TRAP 1u          /* faults raise SIGTRAP while attached */
-
-/* What gdb writes for one pool; `nfree` addresses follow it. */
-struct mptrack_attach_req {
-	uint32_t version;       /* MPTRACK_ATTACH_VERSION */
-	uint32_t flags;         /* MPTRACK_ATTACH_* */
-	uint64_t mp;            /* struct rte_mempool * */
-	uint64_t nfree;         /* free objects (driver and caches) */
-	char pools[256];        /* names or globs of pools created later ("" none, "*" all) */
-	/* uint64_t free[nfree]; */
-};
-
-enum { ATTACH_NONE = 0, ATTACH_DLOPEN = 1, ATTACH_PRELOADED = 2 };
-
-/* 0: not attached; 1: attached, the agent loaded by attach; 2: attached to a
- * preloaded agent (LD_PRELOAD). */
-EXPORT int mptrack_agent_attach_mode;
-EXPORT char mptrack_agent_message[512];
-
-static struct attached {
-	struct rte_mempool *mp;
-	struct mptrack_pool *p;
-} *attached;                            /* MPTRACK_MAX_POOLS of them, mapped at first use */
-static unsigned int nattached;
-static int saved_on_error;
-static char *saved_pools;
-static int trap_handler_set;
-static struct sigaction saved_sigtrap;
-static void *scratch;
-static size_t scratch_size;
-
-static void __attribute__((format(printf, 1, 2)))
-attach_msg(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(mptrack_agent_message, sizeof(mptrack_agent_message), fmt, ap);
-	va_end(ap);
-}
-
-/* Memory for gdb to write a request into (reused; grown as needed). */
-EXPORT void *
-mptrack_agent_scratch(uint64_t size)
-{
-	if (size > scratch_size) {
-		void *p = map_anon((size_t)size, 0);
-		if (p == NULL)
-			return NULL;
-		if (scratch != NULL)
-			munmap(scratch, scratch_size);
-		scratch = p;
-		scratch_size = (size_t)size;
-	}
-	return scratch;
-}
-
-/* Is this library the one the program's calls to rte_mempool_create_empty reach (LD_PRELOAD)? */
-static int
-agent_interposes(void)
-{
-	Dl_info mine, theirs;
-	void *f = dlsym(RTLD_DEFAULT, "rte_mempool_create_empty");
-
-	return f != NULL && dladdr(f, &theirs) != 0 && dladdr((void *)agent_interposes, &mine) != 0 &&
-	       theirs.dli_fbase == mine.dli_fbase;
-}
-
-static void
-attach_sigtrap(int sig)
-{
-	(void)sig;  /* nobody is debugging: go on, as MPTRACK_ON_ERROR=log would */
-}
-
-/* The driver's own enqueue, not the wrapper. */
-static rte_mempool_enqueue_t
-driver_enqueue(const struct rte_mempool *mp)
-{
-	unsigned int i = (unsigned int)mp->ops_index;
-
-	return patched[i] ? orig_ops[i].enqueue : rte_mempool_ops_table.ops[i].enqueue;
-}
-
-struct attach_ctx {
-	struct mptrack_pool *p;
-	int overflow;
-};
-
-static void
-attach_obj_cb(struct rte_mempool *mp, void *opaque, void *obj, unsigned int idx)
-{
-	struct attach_ctx *c = opaque;
-	struct mptrack_pool *p = c->p;
-	uintptr_t addr = (uintptr_t)obj;
-
-	(void)mp;
-	(void)idx;
-	if (p->nobjs == p->capacity) {
-		c->overflow = 1;
-		return;
-	}
-	for (uint32_t k = 0; k < p->nchunks; k++) {
-		struct mptrack_chunk *ch = &pool_chunks(p)[k];
-		uintptr_t off = addr - (uintptr_t)ch->base;
-		if (off < ch->len) {
-			struct mptrack_obj *o = &pool_objs(p)[p->nobjs];
-			o->addr = addr;
-			o->state = MPTRACK_STATE_IN_USE;  /* origin unknown until gdb's list says free */
-			((uint32_t *)(uintptr_t)ch->map)[off >> p->shift] = p->nobjs + 1;
-			if (ch->count++ == 0)
-				ch->first = p->nobjs;
-			p->nobjs++;
-			return;
-		}
-	}
-	c->overflow = 1;  /* an object outside the pool's memory chunks */
-}
-
-/* Tables for mp from its current state; NULL (and a message) on failure. */
-static struct mptrack_pool *
-attach_tables(struct rte_mempool *mp, const uint64_t *free_objs, uint64_t nfree)
-{
-	struct attach_ctx ctx = {0};
-	struct rte_mempool_memhdr *m;
-	struct mptrack_pool *p;
-
-	if (nfree > mp->size) {
-		attach_msg("pool \"%s\": %" PRIu64 " free objects listed, it has %u", mp->name, nfree,
-			   mp->size);
-		return NULL;
-	}
-	p = pool_track(mp, mp->cache_size);
-	if (p == NULL) {
-		attach_msg("pool \"%s\": no room or memory for its tables", mp->name);
-		return NULL;
-	}
-	ctx.p = p;
-	STAILQ_FOREACH(m, &mp->mem_list, next) {
-		struct mptrack_chunk *ch;
-		void *map;
-
-		if (p->nchunks == p->max_chunks ||
-		    (map = map_anon(((m->len >> p->shift) + 1) * 4, (int)p->shared)) == NULL) {
-			attach_msg("pool \"%s\": too many memory chunks", mp->name);
-			goto fail;
-		}
-		ch = &pool_chunks(p)[p->nchunks];
-		ch->base = (uint64_t)(uintptr_t)m->addr;
-		ch->len = m->len;
-		ch->map = (uint64_t)(uintptr_t)map;
-		ch->first = 0;
-		ch->count = 0;
-		p->nchunks++;
-	}
-	rte_mempool_obj_iter(mp, attach_obj_cb, &ctx);
-	if (ctx.overflow || p->nobjs != mp->populated_size) {
-		attach_msg("pool \"%s\": its element list does not match its memory (%u objects listed, "
-			   "%u populated)", mp->name, p->nobjs, mp->populated_size);
-		goto fail;
-	}
-	for (uint64_t i = 0; i < nfree; i++) {
-		struct mptrack_obj *o = obj_lookup(p, (uintptr_t)free_objs[i]);
-		if (o == NULL || o->state != MPTRACK_STATE_IN_USE) {
-			attach_msg("pool \"%s\": 0x%" PRIx64 " is %s", mp->name, free_objs[i],
-				   o == NULL ? "not one of its objects" : "listed free twice");
-			goto fail;
-		}
-		o->state = MPTRACK_STATE_FREE;
-	}
-	/* every object in a per-lcore cache must be in the list: the cache is flushed next */
-	for (unsigned int l = 0; mp->cache_size != 0 && mp->local_cache != NULL && l < RTE_MAX_LCORE; l++) {
-		struct rte_mempool_cache *c = &mp->local_cache[l];
-		for (uint32_t j = 0; j < c->len && j < RTE_DIM(c->objs); j++) {
-			struct mptrack_obj *o = obj_lookup(p, (uintptr_t)c->objs[j]);
-			if (o == NULL || o->state != MPTRACK_STATE_FREE) {
-				attach_msg("pool \"%s\": lcore %u cache holds %p, which the request does "
-					   "not list free (the pool changed since gdb read it)", mp->name, l,
-					   c->objs[j]);
-				goto fail;
-			}
-		}
-	}
-	fast_index_build(p);  /* every object is in: index the pool's whole span */
-	return p;
-fail:
-	pool_untrack(mp);  /* nobody has seen these tables yet */
-	return NULL;
-}
-
-/* Every lcore cache of mp as DPDK sets it up (mempool_cache_init: flush threshold 1.5 x size). */
-static void
-caches_on(struct rte_mempool *mp)
-{
-	for (unsigned int l = 0; mp->cache_size != 0 && mp->local_cache != NULL && l < RTE_MAX_LCORE; l++) {
-		mp->local_cache[l].size = mp->cache_size;
-		mp->local_cache[l].flushthresh = mp->cache_size * 3 / 2;
-	}
-}
-
-/*
- * Before attaching mp (on = 1): flush threshold 0 in every lcore cache, so
- * that every put goes to the driver from now on (gets still use the cache).
- * A single store each: a put in progress completes with the old or the new
- * threshold, both consistent.  gdb then runs each thread alone to the entry
- * of an ops wrapper, where it is not in the middle of a cache operation on
- * mp (see agent_commands.py), before mptrack_agent_attach().  It also
- * patches the ops (again, after a detach), where gdb meets the threads.
- * on = 0 undoes the threshold (an attach given up; mptrack_agent_detach()
- * restores the ops).  Returns -1 for a tracked pool, -2 when a thread holds
- * the ops table's lock.
- */
-EXPORT int
-mptrack_agent_prepare(struct rte_mempool *mp, int on)
-{
-	if (pool_lookup(mp) != NULL)
-		return -1;
-	if (on) {
-		/* the wrappers where gdb meets the threads (they pass untracked pools through) */
-		if (!rte_spinlock_trylock(&rte_mempool_ops_table.sl))
-			return -2;
-		for (unsigned int i = 0; i < rte_mempool_ops_table.num_ops; i++)
-			patch_ops(i);
-		rte_spinlock_unlock(&rte_mempool_ops_table.sl);
-		for (unsigned int l = 0; mp->cache_size != 0 && mp->local_cache != NULL && l < RTE_MAX_LCORE; l++)
-			mp->local_cache[l].flushthresh = 0;
-	} else {
-		caches_on(mp);
-	}
-	return 0;
-}
-
-/* Flush mp's per-lcore caches into its driver and turn them off. */
-static int
-attach_caches(struct rte_mempool *mp)
-{
-	rte_mempool_enqueue_t enqueue = driver_enqueue(mp);
-
-	if (mp->cache_size == 0 || mp->local_cache == NULL)
-		return 0;
-	for (unsigned int l = 0; l < RTE_MAX_LCORE; l++) {
-		struct rte_mempool_cache *c = &mp->local_cache[l];
-
-		if (c->len != 0 && enqueue(mp, c->objs, c->len) != 0) {
-			attach_msg("pool \"%s\": the driver refused lcore %u's %u cached objects", mp->name,
-				   l, c->len);
-			return -1;
-		}
-		c->len = 0;
-		c->size = 0;
-		c->flushthresh = 0;
-	}
-	return 0;
-}
-
-static void
-attach_config(const struct mptrack_attach_req *req, int preloaded)
-{
-	char glob[sizeof(req->pools) + 1];
-
-	if (mptrack_agent_attach_mode == ATTACH_NONE) {
-		saved_on_error = cfg.on_error;
-		saved_pools = cfg.pools;
-		if (!preloaded)
-			cfg.pools = strdup("");  /* loaded by attach: only the pools attach names */
-	}
-	/* pools created from now on: the ones named too (the old string is not
-	 * freed: a thread may be reading it) */
-	snprintf(glob, sizeof(glob), "%.*s", (int)sizeof(req->pools), req->pools);
-	if (strcmp(glob, "*") == 0) {
-		cfg.pools = NULL;
-	} else if (cfg.pools != NULL && glob[0] != '\0') {
-		size_t n = strlen(cfg.pools) + strlen(glob) + 2;
-		char *both = malloc(n);
-		if (both != NULL) {
-			snprintf(both, n, "%s%s%s", cfg.pools, cfg.pools[0] ? "," : "", glob);
-			cfg.pools = both;
-		}
-	}
-	if (req->flags & MPTRACK_ATTACH_TRAP) {
-		struct sigaction sa, old;
-		cfg.on_error = MPTRACK_ON_ERROR_TRAP;
-		T.on_error = MPTRACK_ON_ERROR_TRAP;
-		if (!trap_handler_set && sigaction(SIGTRAP, NULL, &old) == 0 &&
-		    old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
-			memset(&sa, 0, sizeof(sa));
-			sa.sa_handler = attach_sigtrap;
-			sigemptyset(&sa.sa_mask);
-			if (sigaction(SIGTRAP, &sa, &saved_sigtrap) == 0)
-				trap_handler_set = 1;
-		}
-	}
-	mptrack_agent_attach_mode = preloaded ? ATTACH_PRELOADED : ATTACH_DLOPEN;
-}
-
-/*
- * Take over one existing pool (req: see struct mptrack_attach_req).  Returns
- * 1 when the pool is tracked from now on, 0 when it already was, -1 on
- * failure; mptrack_agent_message says what happened.
- */
-EXPORT int
-mptrack_agent_attach(const struct mptrack_attach_req *req)
-{
-	struct rte_mempool *mp;
-	struct mptrack_pool *p;
-	struct attached *a;
-	int preloaded, ret = -1;
-
-	mptrack_agent_message[0] = '\0';
-	if (req == NULL || req->version != MPTRACK_ATTACH_VERSION) {
-		attach_msg("attach request version %u, this agent reads %u", req ? req->version : 0,
-			   MPTRACK_ATTACH_VERSION);
-		return -1;
-	}
-	config_init();
-	mp = (struct rte_mempool *)(uintptr_t)req->mp;
-	if (attached == NULL &&
-	    (attached = map_anon(sizeof(*attached) * MPTRACK_MAX_POOLS, 0)) == NULL) {
-		attach_msg("no memory for the attach records");
-		return -1;
-	}
-	if (pthread_mutex_trylock(&slow_lock) != 0) {
-		attach_msg("a thread is inside the agent (reporting a fault or taking a new pool): "
-			   "let the program run a little and try again");
-		return -1;
-	}
-	if (!rte_spinlock_trylock(&rte_mempool_ops_table.sl)) {
-		pthread_mutex_unlock(&slow_lock);
-		attach_msg("a thread is registering a mempool driver: let the program run a little "
-			   "and try again");
-		return -1;
-	}
-	if ((unsigned int)mp->ops_index >= rte_mempool_ops_table.num_ops) {
-		attach_msg("pool \"%s\": ops index %d is not a registered driver", mp->name,
-			   mp->ops_index);
-		goto out;
-	}
-	if (pool_lookup(mp) != NULL) {
-		attach_msg("pool \"%s\" is already tracked", mp->name);
-		ret = 0;
-		goto out;
-	}
-	if (nattached == MPTRACK_MAX_POOLS) {
-		attach_msg("pool \"%s\": %d pools attached already", mp->name, MPTRACK_MAX_POOLS);
-		goto out;
-	}
-	preloaded = agent_interposes();
-	p = attach_tables(mp, (const uint64_t *)(req + 1), req->nfree);
-	if (p == NULL)
-		goto out;
-	a = &attached[nattached];
-	memset(a, 0, sizeof(*a));
-	a->mp = mp;
-	a->p = p;
-	if (attach_caches(mp) != 0) {
-		caches_on(mp);  /* the caches flushed so far are in the driver: all back on */
-		pool_untrack(mp);
-		goto out;
-	}
-	nattached++;
-	for (unsigned int i = 0; i < rte_mempool_ops_table.num_ops; i++)
-		patch_ops(i);
-	attach_config(req, preloaded);
-	attach_msg("pool \"%s\": %u objects, %" PRIu64 " free, %" PRIu64 " in use (origin unknown)%s",
-		   mp->name, p->nobjs, req->nfree, (uint64_t)p->nobjs - req->nfree,
-		   mp->cache_size ? ", per-lcore caches flushed and bypassed" : "");
-	ret = 1;
-out:
-	rte_spinlock_unlock(&rte_mempool_ops_table.sl);
-	pthread_mutex_unlock(&slow_lock);
-	return ret;
-}
-
-/* Stop tracking p without unmapping its tables (under slow_lock). */
-static void
-detach_pool(struct mptrack_pool *p)
-{
-	struct rte_mempool *mp = (struct rte_mempool *)(uintptr_t)p->mp;
-
-	pool_map_set(mp, NULL);
-	for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++)
-		if (T.pools[s] == (uint64_t)(uintptr_t)p)
-			A_STORE(&T.pools[s], 0);
-	A_STORE(&p->live, 0);
-	log_simple(MPTRACK_EV_POOL_GONE, (uint16_t)p->slot, p->mp, 0, 0);
-}
-
-/*
- * Undo mptrack_agent_attach() for every pool.  Returns the number of pools
- * given back, or -1 (nothing changed) when the agent is not attached or busy.
- */
-EXPORT int
-mptrack_agent_detach(void)
-{
-	int n = 0, attached_now = mptrack_agent_attach_mode != ATTACH_NONE;
-	/* loaded by attach (maybe with no pool attached: the constructor patched the ops) */
-	int dlopened = mptrack_agent_attach_mode == ATTACH_DLOPEN ||
-		       (!attached_now && !agent_interposes());
-
-	mptrack_agent_message[0] = '\0';
-	if (mptrack_agent_attach_mode == ATTACH_NONE && agent_interposes()) {
-		attach_msg("the agent is not attached (it was preloaded)");
-		return -1;
-	}
-	if (pthread_mutex_trylock(&slow_lock) != 0) {
-		attach_msg("a thread is inside the agent (reporting a fault or taking a new pool): "
-			   "let the program run a little and try again");
-		return -1;
-	}
-	if (!rte_spinlock_trylock(&rte_mempool_ops_table.sl)) {
-		pthread_mutex_unlock(&slow_lock);
-		attach_msg("a thread is registering a mempool driver: let the program run a little "
-			   "and try again");
-		return -1;
-	}
-	for (unsigned int i = 0; i < nattached; i++) {
-		struct attached *a = &attached[i];
-		struct rte_mempool *mp = a->mp;
-
-		if (pool_lookup(mp) != a->p)
-			continue;  /* freed (rte_mempool_free) since */
-		caches_on(mp);
-		detach_pool(a->p);
-		n++;
-	}
-	nattached = 0;
-	if (dlopened) {
-		/* pools taken at their creation since the attach: caches back on, then untracked */
-		for (uint32_t s = 0; s < MPTRACK_MAX_POOLS; s++) {
-			struct mptrack_pool *p = (struct mptrack_pool *)(uintptr_t)T.pools[s];
-			struct rte_mempool *mp;
-
-			if (p == NULL)
-				continue;
-			mp = (struct rte_mempool *)(uintptr_t)p->mp;
-			caches_on(mp);
-			detach_pool(p);
-			n++;
-		}
-		/* the original function pointers back; the wrappers stay callable */
-		for (unsigned int i = 0; i < RTE_MEMPOOL_MAX_OPS_IDX; i++) {
-			struct rte_mempool_ops *ops = &rte_mempool_ops_table.ops[i];
-			if (!patched[i])
-				continue;
-			if (ops->enqueue == w_enqueue)
-				ops->enqueue = orig_ops[i].enqueue;
-			if (ops->dequeue == w_dequeue)
-				ops->dequeue = orig_ops[i].dequeue;
-			if (ops->populate == w_populate)
-				ops->populate = orig_ops[i].populate;
-			if (ops->dequeue_contig_blocks == w_dequeue_contig_blocks)
-				ops->dequeue_contig_blocks = orig_ops[i].dequeue_contig_blocks;
-			patched[i] = 0;
-		}
-	}
-	if (attached_now) {
-		cfg.on_error = saved_on_error;
-		T.on_error = (uint32_t)saved_on_error;
-		cfg.pools = saved_pools;
-	} else {
-		cfg.pools = strdup("");  /* loaded but never attached: take no new pool */
-	}
-	if (trap_handler_set) {
-		sigaction(SIGTRAP, &saved_sigtrap, NULL);
-		trap_handler_set = 0;
-	}
-	mptrack_agent_attach_mode = ATTACH_NONE;
-	rte_spinlock_unlock(&rte_mempool_ops_table.sl);
-	pthread_mutex_unlock(&slow_lock);
-	attach_msg("%d pool%s given back%s", n, n == 1 ? "" : "s", dlopened ? ", mempool ops restored" : "");
-	return n;
-}
