@@ -24,8 +24,9 @@ import tempfile
 from pathlib import Path
 
 AGENT_DIR = Path(__file__).resolve().parent
-SOURCES = ("mptrack_agent.c", "mptrack_agent.h", "agent_private.h", "agent_malloc.c",
-           "agent_dump.c", "agent_log.c", "agent_attach.c", "unwind.c", "unwind.h")
+SOURCES = ("mptrack_agent.c", "mptrack_agent.h", "agent_private.h", "agent_stacks.c",
+           "agent_faults.c", "agent_malloc.c", "agent_dump.c", "agent_log.c", "agent_attach.c",
+           "unwind.c", "unwind.h")
 C_SOURCES = [name for name in SOURCES if name.endswith(".c")]
 LIBRARY = "libmptrack_agent"
 

@@ -4,8 +4,9 @@
  * agent_private.h: what the preload agent's files share.  Not an interface:
  * the tables other tools read are in mptrack_agent.h.
  *
- * The core, mptrack_agent.c (configuration, stacks, pools, faults, tracking,
- * ops wrappers, interposition, start), and the modules around it:
+ * The core, mptrack_agent.c (configuration, pools, tracking, ops wrappers,
+ * interposition, start), and the modules around it: agent_stacks.c (the
+ * stack table and the unwinders), agent_faults.c (fault reports),
  * agent_malloc.c (rte_malloc tracking), agent_dump.c (the SIGRTMIN dump),
  * agent_log.c (the event log) and agent_attach.c (attach / detach).
  *
@@ -114,12 +115,16 @@ HIDDEN unsigned long env_ulong(const char *name, const char *alias, unsigned lon
 HIDDEN void *map_anon(size_t size, int shared);
 HIDDEN void config_init(void);
 
-/* --------------------------------------------------- mptrack_agent.c: stacks */
+/* ------------------------------------------------------------ agent_stacks.c */
 
+HIDDEN void stacks_init(unsigned long capacity);
 HIDDEN uint32_t stack_intern(const uint64_t *f, unsigned int n);
 HIDDEN int stack_frames(uint32_t id, uint64_t *out);
 HIDDEN unsigned int capture(void *ra, uint64_t *out, int full);
 HIDDEN uint32_t event_stack_slow(void *ra, const void *sp, int nested);
+HIDDEN void unwind_verify_report(void);  /* MPTRACK_UNWIND_VERIFY=1, at exit */
+
+/* Inline: the events' quick path (mptrack_agent.c) needs them, as do the modules. */
 
 static inline uint64_t
 mix64(uint64_t h)
@@ -178,7 +183,7 @@ HIDDEN void pool_forget(struct mptrack_pool *p);
 HIDDEN void pool_untrack(struct rte_mempool *mp);
 HIDDEN void fast_index_build(struct mptrack_pool *p);
 
-/* --------------------------------------------------- mptrack_agent.c: faults */
+/* ------------------------------------------------------------ agent_faults.c */
 
 struct buf {
 	char s[16384];
@@ -188,6 +193,9 @@ struct buf {
 HIDDEN void __attribute__((format(printf, 2, 3))) bprintf(struct buf *b, const char *fmt, ...);
 HIDDEN void print_stack(struct buf *b, const char *what, uint32_t id, uint16_t lcore, int have);
 HIDDEN void fault_action(void);
+/* Called by the tracking only: cold, so that its callers' paths to it are laid out as unlikely. */
+HIDDEN __attribute__((noinline, cold)) void fault(int kind, struct mptrack_pool *p, uintptr_t addr,
+						  struct mptrack_obj *o, void *ra);
 
 /* --------------------------------------------- mptrack_agent.c: ops wrappers */
 

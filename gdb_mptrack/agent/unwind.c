@@ -55,7 +55,7 @@
 
 #include "unwind.h"
 
-/* as in mptrack_agent.c: the attach build (dlopen'ed) uses dynamic TLS */
+/* as in agent_private.h: the attach build (dlopen'ed) uses dynamic TLS */
 #ifdef MPTRACK_TLS_DYNAMIC
 #define TLS __thread __attribute__((tls_model("global-dynamic")))
 #else
