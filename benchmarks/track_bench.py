@@ -1076,7 +1076,7 @@ def gdb_phase_end():
 def _install_profile(kind):
     """Accumulators (or cProfile) around the tracker's stop() path, patched in before `mptrack track`."""
     import functools  # pylint: disable=import-outside-toplevel
-    from gdb_mptrack import shadow, tracking  # pylint: disable=import-error,import-outside-toplevel
+    from gdb_mptrack import backtraces, shadow, tracking  # pylint: disable=import-error,import-outside-toplevel
 
     if kind == "cprofile":
         import cProfile  # pylint: disable=import-outside-toplevel
@@ -1124,10 +1124,11 @@ def _install_profile(kind):
             cell[1] += perf() - t
 
     tracking._TrackerBreakpoint.stop = stop  # pylint: disable=protected-access
-    for attr in ("capture_pcs", "_thread_id", "_reg"):
+    for attr in ("_thread_id", "_reg"):
         wrap(tracking, attr, "tracking." + attr)
+    wrap(backtraces, "capture_pcs", "backtraces.capture_pcs")
     for attr in ("learn",):
-        wrap(tracking.Symbolizer, attr, "Symbolizer." + attr)
+        wrap(backtraces.Symbolizer, attr, "Symbolizer." + attr)
     for attr in ("new_event", "lcore", "read", "read_ptrs", "check_free", "owner_of", "pool_name",
                  "expect_return", "returned"):
         wrap(tracking.Tracker, attr, "Tracker." + attr)

@@ -10,7 +10,7 @@ import os
 
 import gdb  # pylint: disable=import-error
 
-from . import render, tracking
+from . import backtraces, render, tracking
 from .commands import Subcommand, complete_pool, emit, evaluate_address, make_parser, note
 from .shadow import HEAP_POOL
 from .target import UserError, session
@@ -209,7 +209,7 @@ def _mark(t, name):
 def _leak_records(groups, now):
     return [{"count": g.count, "bytes": g.bytes, "pool": g.pool,
              "oldest_age": None if g.oldest is None else round(now - g.oldest, 3),
-             "backtrace": tracking.SYMBOLS.frames(g.pcs),
+             "backtrace": backtraces.SYMBOLS.frames(g.pcs),
              "addrs": [render.hexaddr(a) for a in g.addrs[:16]]} for g in groups]
 
 
