@@ -197,8 +197,9 @@ churn_and_hold(void *arg)
 		if (held[me].mbufs[i] == NULL)
 			die("rte_pktmbuf_alloc");
 	}
-	/* give one of each back, so the truth has freed objects too */
-	give_back(pool, held[me].objs[HELD_PER_LCORE - 1]);
+	/* give one mbuf back, so the truth has freed mbufs too (the last object of
+	 * each lcore is given back by mode_held, once both lcores hold theirs:
+	 * given back here, the other lcore could take it again) */
 	rte_pktmbuf_free(held[me].mbufs[MBUFS_PER_LCORE - 1]);
 	return 0;
 }
@@ -232,6 +233,8 @@ mode_held(void)
 		die("rte_eal_remote_launch");
 	churn_and_hold(NULL);
 	rte_eal_wait_lcore(worker);
+	for (int l = 0; l < 2; l++)
+		give_back(pool, held[l].objs[HELD_PER_LCORE - 1]);
 	truth_open();
 	list("held", &held[0].objs[0], HELD_PER_LCORE, 1);
 	list("freed_last", &held[0].objs[HELD_PER_LCORE - 1], 1, 0);
