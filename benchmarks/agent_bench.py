@@ -37,6 +37,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from gdb_mptrack import agent as agent_build  # noqa: E402
 
+import bench_common  # noqa: E402  (benchmarks/bench_common.py, beside this file)
+
 EAL = ["--no-huge", "-m", "256", "--no-pci", "-l", "0,1", "--log-level", "error"]
 TRACKED = {"MPTRACK_POOLS": "benchpool"}
 
@@ -70,11 +72,7 @@ def build_program(out: Path) -> Path:
 def run_once(program: Path, lib: Path, preload: bool, env_extra: dict, rounds: int,
              n: int) -> dict[str, float]:
     prefix = f"mptbench{os.getpid()}x{n}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPTRACK_")}
-    env.pop("LD_PRELOAD", None)
-    if preload:
-        env["LD_PRELOAD"] = str(lib)
-    env.update(env_extra)
+    env = bench_common.agent_env(lib, preload, env_extra)
     try:
         out = subprocess.run([str(program)] + EAL + ["--file-prefix", prefix, "--", str(rounds)],
                              env=env, capture_output=True, text=True, timeout=600, check=True).stdout

@@ -1,5 +1,6 @@
 """What the gdb-mptrack benchmarks share: running commands, building a DPDK program,
-gdb's environment, the machine description and the dated results sections of docs/."""
+gdb's and the preload agent's environments, the machine description and the dated results
+sections of docs/."""
 
 import os
 import platform
@@ -42,6 +43,17 @@ def gdb_env():
     env = dict(os.environ)
     env["TERM"] = "dumb"
     env.pop("DEBUGINFOD_URLS", None)
+    return env
+
+
+def agent_env(lib, preload, extra):
+    """This environment without any MPTRACK_* setting or LD_PRELOAD, then the agent `lib`
+    preloaded if `preload`, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPTRACK_")}
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = str(lib)
+    env.update(extra)
     return env
 
 

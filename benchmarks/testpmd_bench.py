@@ -40,6 +40,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from gdb_mptrack import agent as agent_build  # noqa: E402
 
+import bench_common  # noqa: E402  (benchmarks/bench_common.py, beside this file)
+
 TESTPMD = "dpdk-testpmd"
 EAL = ["--no-huge", "-m", "256", "--no-pci", "-l", "0,1", "--vdev", "net_null0", "--vdev",
        "net_null1"]
@@ -72,11 +74,7 @@ def tx_pps(text: str) -> list[int]:
 def run_once(lib: Path, preload: bool, env_extra: dict, seconds: float, n: int,
              args: list[str] | None = None) -> float:
     prefix = f"mpttestpmd{os.getpid()}x{n}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPTRACK_")}
-    env.pop("LD_PRELOAD", None)
-    if preload:
-        env["LD_PRELOAD"] = str(lib)
-    env.update(env_extra)
+    env = bench_common.agent_env(lib, preload, env_extra)
     with tempfile.TemporaryFile("w+") as out:
         # stdin: a pipe kept open, so testpmd never reads EOF and stops early
         proc = subprocess.Popen([TESTPMD] + EAL + ["--file-prefix", prefix, "--"] + APP
