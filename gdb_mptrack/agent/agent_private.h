@@ -96,14 +96,19 @@ now_tsc(void)
 }
 
 #define MEMO 64
+/* A caller-only stack: the caller and the first 8 bytes of its events' stamp
+ * (stack id, lcore); kept once the thread's lcore is known. */
+struct caller_memo {
+	uintptr_t ra;
+	uint64_t who;
+};
+
 /* One thread's state, in one TLS block: one address computation per event. */
 struct thread_state {
 	int busy;               /* inside the agent on this thread */
 	unsigned int sample;    /* events since the last full backtrace */
 	unsigned int lcore;     /* cached rte_lcore_id(), 0xffffffff not yet */
-	/* caller-only stacks: the caller and the first 8 bytes of its events' stamp
-	 * (stack id, lcore); kept once the thread's lcore is known */
-	struct { uintptr_t ra; uint64_t who; } ra_memo[MEMO];
+	struct caller_memo ra_memo[MEMO];
 };
 HIDDEN extern TLS struct thread_state tls;
 
@@ -121,7 +126,7 @@ HIDDEN void stacks_init(unsigned long capacity);
 HIDDEN uint32_t stack_intern(const uint64_t *f, unsigned int n);
 HIDDEN int stack_frames(uint32_t id, uint64_t *out);
 HIDDEN unsigned int capture(void *ra, uint64_t *out, int full);
-HIDDEN uint32_t event_stack_slow(void *ra, const void *sp, int nested);
+HIDDEN uint32_t event_stack(void *ra, const void *sp, int nested);
 HIDDEN void unwind_verify_report(void);  /* MPTRACK_UNWIND_VERIFY=1, at exit */
 
 /* Inline: the events' quick path (mptrack_agent.c) needs them, as do the modules. */
@@ -150,16 +155,11 @@ cur_lcore(void)
 	return l >= MPTRACK_LCORE_NONE ? MPTRACK_LCORE_NONE : (uint16_t)l;
 }
 
-/* event_stack_slow() with the caller-only memo's hit inlined (depth 1). */
-static __attribute__((always_inline)) inline uint32_t
-event_stack(void *ra, const void *sp, int nested)
+/* The caller-only memo's slot for ra (a hit when its ra is ra). */
+static __attribute__((always_inline)) inline struct caller_memo *
+caller_memo(void *ra)
 {
-	if (cfg.depth == 1 && cfg.sample <= 1) {
-		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
-		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
-			return (uint32_t)tls.ra_memo[m].who;
-	}
-	return event_stack_slow(ra, sp, nested);
+	return &tls.ra_memo[((uintptr_t)ra >> 2) & (MEMO - 1)];
 }
 
 /* ---------------------------------------------------- mptrack_agent.c: pools */

@@ -21,10 +21,10 @@
  * frames are skipped up to the event's return address; or the caller only
  * (depth 1, the events that MPTRACK_BT_SAMPLE leaves out, and an event seen
  * while the agent is busy on the same thread: the unwinders may not be
- * re-entrant).  event_stack_slow() is the ops wrappers' way in (the
- * always_inline event_stack() of agent_private.h answers the caller-only
- * memo's hits before it), capture() that of the fault reports and of the
- * rte_malloc tracking, which always want the full stack.
+ * re-entrant).  event_stack() is the events' way in (a single get or put
+ * usually finds its stack id in a memo before: the quick path of
+ * mptrack_agent.c), capture() that of the fault reports, which always want
+ * the full stack.
  * MPTRACK_UNWIND_VERIFY=1 compares every cfi stack with libunwind's and
  * sums up at exit.
  */
@@ -290,9 +290,9 @@ unwind_verify_report(void)
 	    st.rules_bpderef, st.rules_unsupported, A_LOAD(&unwind_fallbacks));
 }
 
-/* The stack id of an event; sampled events get the caller only (event_stack(): agent_private.h). */
+/* The stack id of an event; sampled events get the caller only. */
 __attribute__((noinline)) uint32_t
-event_stack_slow(void *ra, const void *sp, int nested)
+event_stack(void *ra, const void *sp, int nested)
 {
 	uint64_t f[MPTRACK_MAX_DEPTH];
 	unsigned int n;
@@ -307,15 +307,15 @@ event_stack_slow(void *ra, const void *sp, int nested)
 			full = 0;
 	}
 	if (cfg.depth == 1 || !full) {
-		unsigned int m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
+		struct caller_memo *m = caller_memo(ra);
 		uint32_t id;
-		if (LIKELY(tls.ra_memo[m].ra == (uintptr_t)ra))
-			return (uint32_t)tls.ra_memo[m].who;
+		if (LIKELY(m->ra == (uintptr_t)ra))
+			return (uint32_t)m->who;
 		f[0] = (uint64_t)(uintptr_t)ra;
 		id = stack_intern(f, 1);
 		if (tls.lcore != 0xffffffffu) {
-			tls.ra_memo[m].ra = (uintptr_t)ra;
-			tls.ra_memo[m].who = id | (uint64_t)cur_lcore() << 32;
+			m->ra = (uintptr_t)ra;
+			m->who = id | (uint64_t)cur_lcore() << 32;
 		}
 		return id;
 	}

@@ -373,8 +373,6 @@ static struct fast_index fast_index[MPTRACK_MAX_POOLS];
 struct pool_entry {
 	uintptr_t mp;                   /* key; never cleared */
 	struct mptrack_pool *pool;      /* NULL: not tracked (any more) */
-	const struct fast_index *fi;    /* &fast_index[pool->slot], stored before pool */
-	uintptr_t reserved;
 };
 static struct pool_entry pool_map[MAP_SLOTS];
 
@@ -401,19 +399,6 @@ pool_entry_of(const struct rte_mempool *mp)
 	return NULL;
 }
 
-/* mp's record if the agent tracks mp, else NULL; *fi its fast index entry. */
-static inline struct mptrack_pool *
-pool_lookup_fi(const struct rte_mempool *mp, const struct fast_index **fi)
-{
-	const struct pool_entry *e = pool_entry_of(mp);
-	struct mptrack_pool *p;
-
-	if (e == NULL || (p = A_LOAD(&e->pool)) == NULL)
-		return NULL;
-	*fi = e->fi;
-	return p;
-}
-
 /* inline: an external definition (agent_private.h declares it) inlined here as before */
 inline struct mptrack_pool *
 pool_lookup(const struct rte_mempool *mp)
@@ -433,8 +418,6 @@ pool_map_set(const struct rte_mempool *mp, struct mptrack_pool *p)
 	for (unsigned int probe = 0; probe < MAP_SLOTS; probe++, i = (i + 1) & (MAP_SLOTS - 1)) {
 		uintptr_t k = pool_map[i].mp;
 		if (k == key || k == 0) {
-			if (p != NULL)
-				pool_map[i].fi = &fast_index[p->slot];
 			A_STORE(&pool_map[i].pool, p);
 			if (k == 0)
 				A_STORE(&pool_map[i].mp, key);
@@ -726,17 +709,28 @@ typedef __m128i stamp_block;
 typedef struct mptrack_stamp stamp_block;
 #endif
 
-/* In registers: a copy through memory would stall the first store. */
+/*
+ * A stamp from its first 8 bytes (who: stack id, lcore; little-endian) and
+ * its TSC, in registers: a copy through memory would stall the first store.
+ */
 static inline stamp_block
-stamp_block_of(const struct mptrack_stamp *st)
+stamp_block_of(uint64_t who, uint64_t tsc)
 {
 #ifdef __SSE2__
-	return _mm_set_epi64x((long long)st->tsc,
-			      (long long)(st->stack | (uint64_t)st->lcore << 32 |
-					  (uint64_t)st->reserved << 48));
+	return _mm_set_epi64x((long long)tsc, (long long)who);
 #else
-	return *st;
+	struct mptrack_stamp st;
+	memcpy(&st, &who, 8);
+	st.tsc = tsc;
+	return st;
 #endif
+}
+
+/* The state word (state, allocs) of an object handed out: allocs + 1, state in use. */
+static inline uint64_t
+taken_word(uint64_t w)
+{
+	return w - (uint32_t)w + ((1ull << 32) | MPTRACK_STATE_IN_USE);
 }
 
 /* One store of all of a stamp's fields (the compiler splits a struct copy). */
@@ -765,8 +759,7 @@ got_one(struct mptrack_pool *p, struct mptrack_obj *o, uintptr_t addr,
 		/* state and allocs in one load and one store: allocs + 1, state in use */
 		uint64_t w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
 		old = (uint32_t)w;
-		__atomic_store_n(&o->state_allocs, w - old + ((1ull << 32) | MPTRACK_STATE_IN_USE),
-				 __ATOMIC_RELEASE);
+		__atomic_store_n(&o->state_allocs, taken_word(w), __ATOMIC_RELEASE);
 	}
 	if (UNLIKELY(old == MPTRACK_STATE_IN_USE))
 		fault(MPTRACK_FAULT_DUPLICATE_ALLOC, p, addr, o, ra);
@@ -800,7 +793,7 @@ put_one(struct mptrack_pool *p, struct mptrack_obj *o, uintptr_t addr,
 			  st->tsc, log_epoch[p->slot]);
 }
 
-/* This event's stamp; marks the thread busy in the agent (event_done() clears it). */
+/* This event's stamp; marks the thread busy in the agent (the caller clears it). */
 static __attribute__((always_inline)) inline struct mptrack_stamp
 event_begin(void *ra, const void *sp)
 {
@@ -821,7 +814,7 @@ track_event(struct mptrack_pool *p, void *const *objs, unsigned int n, void *ra,
 	    int get)
 {
 	const struct mptrack_stamp st = event_begin(ra, sp);
-	const stamp_block sb = stamp_block_of(&st);
+	const stamp_block sb = stamp_block_of(st.stack | (uint64_t)st.lcore << 32, st.tsc);
 	const int strict = strict_state, logging = log_on;
 	struct finder fd;
 
@@ -885,12 +878,10 @@ quick_allowed(unsigned int n)
 static __attribute__((always_inline)) inline int
 quick_who(void *ra, const void *sp, uint64_t *who)
 {
-	unsigned int m;
-
 	if (cfg.depth == 1) {
-		m = (unsigned int)((uintptr_t)ra >> 2) & (MEMO - 1);
-		*who = tls.ra_memo[m].who;
-		return tls.ra_memo[m].ra == (uintptr_t)ra;
+		const struct caller_memo *m = caller_memo(ra);
+		*who = m->who;
+		return m->ra == (uintptr_t)ra;
 	}
 	if (cfg.depth == 0) {
 		*who = (uint64_t)cur_lcore() << 32;
@@ -904,30 +895,24 @@ quick_who(void *ra, const void *sp, uint64_t *who)
 }
 
 static __attribute__((always_inline)) inline int
-quick_event(const struct mptrack_pool *p, const struct fast_index *fi, uintptr_t addr, void *ra,
-	    const void *sp, int get)
+quick_event(const struct mptrack_pool *p, uintptr_t addr, void *ra, const void *sp, int get)
 {
 	struct mptrack_obj *o;
 	struct finder fd;
 	uint64_t w, who;
 
-	if (UNLIKELY(!quick_who(ra, sp, &who)) || UNLIKELY(!finder_load(fi, p, &fd)) ||
+	if (UNLIKELY(!quick_who(ra, sp, &who)) ||
+	    UNLIKELY(!finder_load(&fast_index[p->slot], p, &fd)) ||
 	    UNLIKELY((o = finder_lookup(&fd, addr)) == NULL))
 		return 0;
 	w = __atomic_load_n(&o->state_allocs, __ATOMIC_RELAXED);
 	if (UNLIKELY((uint32_t)w != (get ? MPTRACK_STATE_FREE : MPTRACK_STATE_IN_USE)))
 		return 0;
 	if (get)
-		__atomic_store_n(&o->state_allocs, w - MPTRACK_STATE_FREE +
-				 ((1ull << 32) | MPTRACK_STATE_IN_USE), __ATOMIC_RELEASE);
+		__atomic_store_n(&o->state_allocs, taken_word(w), __ATOMIC_RELEASE);
 	else
 		__atomic_store_n(&o->state, MPTRACK_STATE_FREE, __ATOMIC_RELEASE);
-	{
-		struct mptrack_stamp st;
-		memcpy(&st, &who, 8);
-		st.tsc = now_tsc();
-		stamp_store(get ? &o->alloc : &o->free, stamp_block_of(&st));
-	}
+	stamp_store(get ? &o->alloc : &o->free, stamp_block_of(who, now_tsc()));
 	return 1;
 }
 
@@ -956,19 +941,18 @@ w_enqueue_tracked(struct mptrack_pool *p, struct rte_mempool *mp, void *const *o
 static int
 w_enqueue(struct rte_mempool *mp, void *const *objs, unsigned int n)
 {
-	const struct fast_index *fi;
-	struct mptrack_pool *p = pool_lookup_fi(mp, &fi);
+	struct mptrack_pool *p = pool_lookup(mp);
 
 	if (p != NULL && !(quick_allowed(n) &&
-			   quick_event(p, fi, (uintptr_t)objs[0], __builtin_return_address(0),
+			   quick_event(p, (uintptr_t)objs[0], __builtin_return_address(0),
 				       CALLER_SP(), 0)))
 		return w_enqueue_tracked(p, mp, objs, n, __builtin_return_address(0));
 	return orig_ops[mp->ops_index].enqueue(mp, objs, n);
 }
 
 static __attribute__((noinline)) int
-w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rte_mempool *mp,
-		  void **objs, unsigned int n, void *ra)
+w_dequeue_tracked(struct mptrack_pool *p, struct rte_mempool *mp, void **objs, unsigned int n,
+		  void *ra)
 {
 	int ret;
 
@@ -979,7 +963,7 @@ w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rt
 	if (UNLIKELY(n == 0) && p->cache_size != 0)
 		return 0;
 	ret = orig_ops[mp->ops_index].dequeue(mp, objs, n);
-	if (ret == 0 && !(quick_allowed(n) && quick_event(p, fi, (uintptr_t)objs[0], ra, CALLER_SP(), 1)))
+	if (ret == 0 && !(quick_allowed(n) && quick_event(p, (uintptr_t)objs[0], ra, CALLER_SP(), 1)))
 		track_get(p, objs, n, ra, CALLER_SP());
 	return ret;
 }
@@ -987,11 +971,10 @@ w_dequeue_tracked(struct mptrack_pool *p, const struct fast_index *fi, struct rt
 static int
 w_dequeue(struct rte_mempool *mp, void **objs, unsigned int n)
 {
-	const struct fast_index *fi;
-	struct mptrack_pool *p = pool_lookup_fi(mp, &fi);
+	struct mptrack_pool *p = pool_lookup(mp);
 
 	if (p != NULL)
-		return w_dequeue_tracked(p, fi, mp, objs, n, __builtin_return_address(0));
+		return w_dequeue_tracked(p, mp, objs, n, __builtin_return_address(0));
 	return orig_ops[mp->ops_index].dequeue(mp, objs, n);
 }
 
