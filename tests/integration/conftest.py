@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from written_files import csv_lines, load_written_json
+
 POOLS = ["cached", "nocache", "stack", "rts", "hts", "mpsc", "spmc", "mbufs"]
 STATES = ["in-use", "free", "all"]
 MODES = ["run", "attach", "gcore", "kcore"]
@@ -100,14 +102,7 @@ class Scenario:
         return f"{self.mode}-{self.build}"
 
     def _load(self, name: str):
-        path = self.out / name
-        if not path.exists():
-            raise AssertionError(f"[{self.id}] mptrack wrote no {name}\n{self.gdb}")
-        text = path.read_text()
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise AssertionError(f"[{self.id}] {name} is not JSON ({exc}):\n{text[:2000]}") from None
+        return load_written_json(self.out, name, self.id, self.gdb)
 
     def pools(self) -> dict[str, dict]:
         rows = self._load("pools.json")
@@ -120,11 +115,7 @@ class Scenario:
         return rows
 
     def csv_rows(self, name: str) -> list[list[str]]:
-        path = self.out / name
-        if not path.exists():
-            raise AssertionError(f"[{self.id}] mptrack wrote no {name}\n{self.gdb}")
-        with open(path, newline="") as f:
-            return list(csv.reader(f))
+        return list(csv.reader(csv_lines(self.out, name, self.id, self.gdb)))
 
     def section(self, label: str) -> str:
         return self.gdb.section(label)

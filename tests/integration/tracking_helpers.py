@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from written_files import csv_lines, load_written_json
+
 SOURCE = Path(__file__).resolve().parent.parent / "programs" / "track_faults.c"
 
 FAULT_KINDS = ("duplicate free", "foreign free", "stray free", "duplicate alloc",
@@ -76,21 +78,10 @@ class TrackRun:
         return self.gdb.stdout + self.gdb.stderr
 
     def load_json(self, name: str):
-        path = self.out / name
-        if not path.exists():
-            raise AssertionError(f"[{self.mode}-{self.build}] mptrack wrote no {name}\n{self.gdb}")
-        text = path.read_text()
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise AssertionError(f"{name} is not JSON ({exc}):\n{text[:2000]}") from None
+        return load_written_json(self.out, name, f"{self.mode}-{self.build}", self.gdb)
 
     def load_csv(self, name: str) -> list[dict]:
-        path = self.out / name
-        if not path.exists():
-            raise AssertionError(f"[{self.mode}-{self.build}] mptrack wrote no {name}\n{self.gdb}")
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(csv_lines(self.out, name, f"{self.mode}-{self.build}", self.gdb)))
 
     def reports(self, label: str | None = None) -> list[tuple[str, str]]:
         return fault_reports(self.gdb, label)
